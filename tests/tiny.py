@@ -1,0 +1,74 @@
+"""Tiny offline stand-ins for hub assets: a byte-level BPE tokenizer and random GPT-2/Llama/OPT LMs.
+
+Built in seconds, saved with ``save_pretrained`` so the real loading code (``frozen.lm``) reads them
+exactly as it reads a hub checkout. Like GPT-2, the tokenizer has no pad token.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+CORPUS = [
+    "a red circle. a blue rectangle. a green triangle. a yellow circle. a gray rectangle.",
+    "a teal triangle. a black circle. a brown rectangle. this is a dax. this is a blicket.",
+    "Q: what color is the shape? A: red. Q: what shape is it? A: circle. yes no",
+    "The quick brown fox jumps over the lazy dog. What is this? Answer with dax or blicket.",
+    "0123456789 , . ? ! : ; ' \" ( ) - the of and to in is it that was for on are with as",
+]
+EOS = "<|endoftext|>"
+
+
+@lru_cache(maxsize=None)
+def _tokenizer_json(vocab_size: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    return tok.to_str()
+
+
+def tiny_tokenizer(vocab_size: int = 400):
+    """A GPT-2-like fast tokenizer (byte-level BPE, EOS, no pad token), built offline."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer.from_str(_tokenizer_json(vocab_size))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
+
+
+def tiny_lm_config(kind: str, vocab_size: int):
+    """A 2-layer, 32-wide random causal LM config of the given family."""
+    from transformers import GPT2Config, LlamaConfig, OPTConfig
+
+    if kind == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=32, n_layer=2, n_head=2,
+                          bos_token_id=0, eos_token_id=0)
+    if kind == "llama":
+        return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                           bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    if kind == "opt":
+        return OPTConfig(vocab_size=vocab_size, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=256, word_embed_proj_dim=32,
+                         bos_token_id=0, eos_token_id=0, pad_token_id=None)
+    raise ValueError(f"unknown tiny LM kind {kind!r}")
+
+
+def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0) -> Path:
+    """Write a random tiny LM + tokenizer to ``path`` in HF format and return the path."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    lm = AutoModelForCausalLM.from_config(tiny_lm_config(kind, len(tok)))
+    lm.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
