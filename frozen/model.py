@@ -99,12 +99,15 @@ class FrozenModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
     ) -> FrozenOutput:
         """Caption loss for ``[prefix][input_ids]``.
 
         ``labels`` (``[B, T]``, -100 = ignored) default to ``input_ids`` with padding (attention 0)
         ignored; the prefix positions are always ignored. The LM shifts labels itself, so the first
-        caption token is predicted from the last prefix position.
+        caption token is predicted from the last prefix position. The loss is the mean over target
+        tokens, or their sum divided by ``num_items_in_batch`` when given (the trainer passes the
+        global target count so that data-parallel and accumulated steps average correctly).
         """
         if input_ids.dim() != 2 or input_ids.shape[0] != images.shape[0]:
             raise ValueError(f"input_ids must be [B, T] with B = {images.shape[0]} images, got {tuple(input_ids.shape)}")
@@ -117,7 +120,8 @@ class FrozenModel(nn.Module):
         inputs_embeds = torch.cat([prefix, self.embed_tokens(input_ids)], dim=1)  # [B, k+T, D]
         full_mask = torch.cat([attention_mask.new_ones(b, k), attention_mask], dim=1)  # [B, k+T]
         full_labels = torch.cat([labels.new_full((b, k), -100), labels.to(self.device)], dim=1)  # [B, k+T]
-        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=full_mask, labels=full_labels, use_cache=False)
+        extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=full_mask, labels=full_labels, use_cache=False, **extra)
         return FrozenOutput(loss=out.loss, logits=out.logits)
 
     # ------------------------------------------------------------------ generation
@@ -161,13 +165,7 @@ class FrozenModel(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        # Everything but a frozen LM: vision + mapper parameters and buffers (BatchNorm statistics).
-        # clone(): tied LM weights (ablations only) share storage, which safetensors refuses.
-        state = {
-            n: t.detach().clone().contiguous().cpu()
-            for n, t in self.state_dict().items()
-            if not (self.lm_is_frozen and n.startswith("lm."))
-        }
+        state = self.trainable_state_dict()
         config = {
             "format": "frozen",
             "format_version": FORMAT_VERSION,
@@ -177,6 +175,18 @@ class FrozenModel(nn.Module):
         save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
         (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return path
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything but a frozen LM: vision + mapper parameters and buffers (BatchNorm statistics).
+
+        Cloned to contiguous CPU tensors: tied LM weights (ablations only) share storage, which
+        safetensors refuses, and checkpoints must not alias live parameters.
+        """
+        return {
+            n: t.detach().clone().contiguous().cpu()
+            for n, t in self.state_dict().items()
+            if not (self.lm_is_frozen and n.startswith("lm."))
+        }
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> "FrozenModel":

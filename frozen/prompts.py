@@ -8,7 +8,7 @@ untouched. ``"<image>This is a dax.\\n<image>Q: What is this? A:"`` becomes
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Collection, Sequence
 
 IMAGE_MARKER = "<image>"
 
@@ -36,26 +36,25 @@ def strip_images(prompt: str) -> str:
     return prompt.replace(IMAGE_MARKER, "")
 
 
-def sample_shots(pool_size: int, query_index: int | None, shots: int, rng: random.Random) -> list[int]:
-    """``shots`` distinct demonstration indices from ``range(pool_size)``, never the query itself.
+def sample_shots(pool_size: int, shots: int, rng: random.Random, exclude: Collection[int] = ()) -> list[int]:
+    """``shots`` distinct demonstration indices from ``range(pool_size)``, none of them in ``exclude``.
 
-    Sampling per query from a seeded ``rng`` makes every trial reproducible and independent of how
-    the test set is split across ranks (each query seeds its own generator, see ``query_rng``).
+    ``exclude`` holds the query itself and anything that would leak its answer (other questions
+    about the same image). Sampling per query from a seeded ``rng`` (see :func:`query_rng`) makes
+    every trial reproducible and independent of how the test set is split across ranks.
     """
-    available = pool_size - (1 if query_index is not None and 0 <= query_index < pool_size else 0)
+    excluded = {i for i in exclude if 0 <= i < pool_size}
+    available = pool_size - len(excluded)
     if shots > available:
         raise ValueError(f"asked for {shots} shots but only {available} demonstrations are available")
-    if shots == 0:
-        return []
     picks: list[int] = []
+    seen = set(excluded)
     # Rejection sampling keeps memory O(shots) even for pools of hundreds of thousands.
-    seen: set[int] = set()
     while len(picks) < shots:
         i = rng.randrange(pool_size)
-        if i == query_index or i in seen:
-            continue
-        seen.add(i)
-        picks.append(i)
+        if i not in seen:
+            seen.add(i)
+            picks.append(i)
     return picks
 
 

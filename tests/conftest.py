@@ -45,3 +45,37 @@ def smollm2_dir() -> Path:
     from frozen.lm import convert_packaged_gguf
 
     return convert_packaged_gguf("smollm2-135m-instruct-gguf")
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
+SHAPES = ("square", "bar")
+
+
+def write_caption_shard(path: Path, num_samples: int = 48, size: int = 32) -> Path:
+    """One WebDataset shard of generated pictures (a coloured square or bar) with their captions."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(COLORS)
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(num_samples):
+            color, shape = names[i % len(names)], SHAPES[(i // len(names)) % len(SHAPES)]
+            img = Image.new("RGB", (size, size), (0, 0, 0))
+            box = (8, 8, 24, 24) if shape == "square" else (4, 12, 28, 20)
+            ImageDraw.Draw(img).rectangle(box, fill=COLORS[color])
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            sink.write({"__key__": f"sample{i:05d}", "png": buf.getvalue(), "txt": f"a {color} {shape}"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def caption_data(tmp_path_factory) -> Path:
+    """data_root with caps/train-000000.tar (48 samples) and caps/val-000000.tar (16 samples)."""
+    root = tmp_path_factory.mktemp("data_root")
+    write_caption_shard(root / "caps" / "train-000000.tar", 48)
+    write_caption_shard(root / "caps" / "val-000000.tar", 16)
+    return root

@@ -106,13 +106,13 @@ def test_split_prompt_counts_markers():
 
 
 def test_shot_sampling_is_seeded_and_excludes_query():
-    picks = [sample_shots(10, 3, 4, query_rng(0, trial=0, query_key=3)) for _ in range(3)]
+    picks = [sample_shots(10, 4, query_rng(0, trial=0, query_key=3), exclude={3}) for _ in range(3)]
     assert picks[0] == picks[1] == picks[2] and 3 not in picks[0] and len(set(picks[0])) == 4
-    other_trial = sample_shots(10, 3, 4, query_rng(0, trial=1, query_key=3))
+    other_trial = sample_shots(10, 4, query_rng(0, trial=1, query_key=3), exclude={3})
     assert other_trial != picks[0]
-    assert sorted(sample_shots(5, 2, 4, query_rng(0, 0, 2))) == [0, 1, 3, 4]
-    with pytest.raises(ValueError, match="only 4 demonstrations"):
-        sample_shots(5, 2, 5, query_rng(0, 0, 2))
+    assert sorted(sample_shots(5, 3, query_rng(0, 0, 2), exclude={2, 4})) == [0, 1, 3]
+    with pytest.raises(ValueError, match="only 3 demonstrations"):
+        sample_shots(5, 4, query_rng(0, 0, 2), exclude={2, 4})
 
 
 def test_smollm2_gguf_loads_offline_and_knows_english(smollm2_dir):

@@ -1,0 +1,35 @@
+"""Evaluate a trained Frozen model: ``python evaluate.py load_path=outputs/... eval=vqav2``.
+
+Hydra shim: compose the preset (conf/eval/*.yaml), then :func:`frozen.eval.run.evaluate`.
+``num_gpus=N`` without torchrun spawns N workers; the items are split exactly across them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from frozen.config import EvaluateConfig, register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from frozen import dist
+    from frozen.eval.run import evaluate
+
+    cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+    typed: EvaluateConfig = OmegaConf.to_object(cfg)
+    if typed.num_gpus > 1 and "RANK" not in os.environ and not dist.under_slurm():
+        dist.spawn(evaluate, (typed,), num_local=typed.num_gpus)
+    else:
+        evaluate(typed)
+
+
+if __name__ == "__main__":
+    main()

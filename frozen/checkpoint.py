@@ -1,0 +1,99 @@
+"""Resume checkpoints: trainable weights, optimizer, scaler, step, RNG states, data position.
+
+Written atomically (temporary file + ``os.replace``) so a run killed mid-write never leaves a
+truncated checkpoint that a resume would trust. Read with ``torch.load(weights_only=True)``: only
+tensors and plain containers are unpickled, no code runs from a checkpoint file. The portable
+artifact is the separate ``save_pretrained`` export; this file is for resuming a run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_DIR = "checkpoints"
+_PATTERN = re.compile(r"step_(\d{8})\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as weights_only-safe values (tensors, ints, lists)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _PATTERN.search(p.name))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_load_path(load_path: str) -> Path:
+    """``load_path`` may name a checkpoint file or a run directory (its latest checkpoint)."""
+    path = Path(load_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"load_path={load_path} holds no {CKPT_DIR}/step_*.pt; point it at a run directory or .pt file")
+        return latest
+    raise FileNotFoundError(f"load_path={load_path} does not exist; give a checkpoint .pt or a run directory")
+
+
+def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
+    """Atomically write ``state``; then delete all but the newest ``keep_last`` checkpoints (0 keeps all)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if keep_last > 0:
+        for old in list_checkpoints(path.parent.parent)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+

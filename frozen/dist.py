@@ -1,0 +1,135 @@
+"""torch.distributed set-up, nanoGPT style: DDP is on when ``RANK`` is in the environment.
+
+Three ways in: ``torchrun`` (sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*), ``python train.py num_gpus=N``
+(:func:`spawn` starts N local workers and sets the same variables), and multi-node runs with
+``num_nodes`` + ``NODE_RANK``/``MASTER_ADDR``/``MASTER_PORT`` (Slurm launchers set them).
+CPU-only machines use the gloo backend, which is how the tests cover DDP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def under_slurm() -> bool:
+    """Launched as one of several Slurm tasks (srun / hydra-submitit-launcher): no local spawning."""
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
+def init(requested_device: str = "auto") -> DistInfo:
+    """Join the process group if launched distributed; otherwise a single-process DistInfo."""
+    if under_slurm() and "RANK" not in os.environ:
+        # submitit knows how to read the Slurm variables into RANK/WORLD_SIZE/MASTER_*.
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # we pick cuda:LOCAL_RANK
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return DistInfo(device=pick_device(requested_device))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(requested_device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """In-place sum across ranks (a no-op without a process group); returns the tensor."""
+    if dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, fn: Callable[..., Any], args: tuple, num_local: int, node_rank: int, world: int) -> None:
+    os.environ.update(
+        RANK=str(node_rank * num_local + local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(num_local),
+    )
+    fn(*args)
+
+
+def spawn(fn: Callable[..., Any], args: tuple, num_local: int, num_nodes: int = 1) -> None:
+    """Start ``num_local`` worker processes on this node running ``fn(*args)`` as ranks of one job.
+
+    Single node: a free local port is chosen. Several nodes: MASTER_ADDR/MASTER_PORT and NODE_RANK
+    must be set (as Slurm/torchrun-style launchers do), and this is run once per node.
+    """
+    import torch.multiprocessing as mp
+
+    if num_nodes > 1:
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if v not in os.environ]
+        if missing:
+            raise RuntimeError(f"num_nodes={num_nodes} needs {', '.join(missing)} in the environment (or launch with torchrun)")
+        node_rank = int(os.environ["NODE_RANK"])
+    else:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        node_rank = 0
+    mp.spawn(_worker, args=(fn, args, num_local, node_rank, num_local * num_nodes), nprocs=num_local, join=True)

@@ -1,0 +1,75 @@
+"""Evaluation outputs: results.json (rows + provenance), predictions.jsonl, a rich console table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROW_KEYS = ("task", "metric", "shots", "condition", "mean", "stddev", "num_examples", "num_trials")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current commit (with a ``-dirty`` suffix when the tree has changes), or None outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def file_sha256(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: list[dict[str, Any]], *,
+                  config: dict[str, Any], checkpoint: str | Path | None, extra: dict[str, Any] | None = None) -> Path:
+    """``results.json`` = {"rows": [...], "config", "git_commit", "checkpoint", "checkpoint_sha256", ...}."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    weights = Path(checkpoint) / "model.safetensors" if checkpoint and Path(checkpoint).is_dir() else checkpoint
+    payload = {
+        "rows": [{k: row[k] for k in ROW_KEYS} | {k: v for k, v in row.items() if k not in ROW_KEYS} for row in rows],
+        "config": config,
+        "git_commit": git_commit(Path(__file__).parent),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": file_sha256(weights) if weights else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    out = run_dir / "results.json"
+    out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    with open(run_dir / "predictions.jsonl", "w") as f:
+        for record in predictions:
+            f.write(json.dumps(record, default=str) + "\n")
+    return out
+
+
+def results_table(rows: list[dict[str, Any]], title: str = "results", extra_columns: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title)
+    for col in (*extra_columns, "task", "metric", "shots", "condition", "mean", "± std", "n", "trials"):
+        table.add_column(col, justify="right" if col in ("shots", "mean", "± std", "n", "trials") else "left")
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in extra_columns), row["task"], row["metric"], str(row["shots"]),
+                      row["condition"], f"{row['mean']:.4f}", f"{row['stddev']:.4f}", str(row["num_examples"]),
+                      str(row["num_trials"]))
+    return table
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "results", console: Console | None = None, **kwargs: Any) -> None:
+    (console or Console()).print(results_table(rows, title, **kwargs))

@@ -1,0 +1,164 @@
+"""Rank-0 logging: a rich console/progress bar, a metrics.jsonl file, and W&B (imported lazily).
+
+W&B without an API key and without a mode fails at once, so ``mode=auto`` picks ``online`` only when
+a key is configured and ``offline`` otherwise; ``WANDB_MODE`` in the environment always wins.
+:meth:`RunLogger.finish` runs in the trainer's ``finally`` so Hydra multirun jobs never leak a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def wandb_mode(requested: str) -> str:
+    """Resolve logger.mode=auto to online/offline from the environment; honour WANDB_MODE."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError):
+        auth = None
+    return "online" if auth else "offline"
+
+
+class RunLogger:
+    """Console + jsonl + optional W&B for one run. Only rank 0 constructs an active logger."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        active: bool,
+        backend: str = "none",
+        project: str = "frozen",
+        entity: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        mode: str = "auto",
+        config: dict[str, Any] | None = None,
+        total_steps: int = 0,
+        start_step: int = 0,
+    ):
+        self.active = active
+        self.run_dir = Path(run_dir)
+        self.wandb_run = None
+        self.progress: Progress | None = None
+        self._task = None
+        if not active:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a")
+        if backend == "wandb":
+            resolved = wandb_mode(mode)
+            if resolved != "disabled":
+                import wandb  # lazy: importing wandb costs ~1 s and is unneeded with logger=none
+
+                self.wandb_run = wandb.init(
+                    project=project,
+                    entity=entity,
+                    name=name,
+                    tags=tags or None,
+                    dir=str(self.run_dir),
+                    config=config,
+                    mode=resolved,
+                    reinit="finish_previous",
+                )
+                console.print(f"[dim]W&B run in {resolved} mode: {self.wandb_run.dir}[/dim]")
+        self.progress = Progress(
+            TextColumn("[bold]train[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.progress.start()
+        self._task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
+        self._last_print = 0.0
+
+    def step(self, step: int, metrics: dict[str, float]) -> None:
+        """Advance the bar to ``step`` and log ``metrics`` (jsonl every call, W&B, bar fields)."""
+        if not self.active:
+            return
+        record = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+        stats = "  ".join(_fmt(k, metrics[k]) for k in ("loss", "lr", "img/s") if k in metrics)
+        self.progress.update(self._task, completed=step, stats=stats)
+        # Non-interactive consoles (CI, log files) never redraw the bar: print a line now and then.
+        if not console.is_terminal and time.time() - self._last_print > 10:
+            console.print(f"step {step}  {stats}")
+            self._last_print = time.time()
+
+    def advance(self, step: int) -> None:
+        if self.active:
+            self.progress.update(self._task, completed=step)
+
+    def event(self, step: int, metrics: dict[str, Any]) -> None:
+        """Validation results and other one-off numbers: jsonl + W&B, no bar update."""
+        if not self.active:
+            return
+        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}) + "\n")
+        self._jsonl.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+    def print(self, *args: Any) -> None:
+        if self.active:
+            console.print(*args)
+
+    def table(self, key: str, step: int, columns: list[str], rows: list[list[Any]]) -> None:
+        """A W&B table (images become wandb.Image); a plain console table otherwise."""
+        if not self.active:
+            return
+        if self.wandb_run is not None:
+            import wandb
+
+            data = [[wandb.Image(c) if _is_image(c) else c for c in row] for row in rows]
+            self.wandb_run.log({key: wandb.Table(columns=columns, data=data)}, step=step)
+
+    def finish(self) -> None:
+        if not self.active:
+            return
+        if self.progress is not None:
+            self.progress.stop()
+        self._jsonl.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def _is_image(value: Any) -> bool:
+    return hasattr(value, "save") and hasattr(value, "size") or getattr(value, "ndim", 0) == 3
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _fmt(key: str, value: float) -> str:
+    if key == "lr":
+        return f"lr {value:.2e}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key} {value}"
+    return f"{key} {value:.3f}" if key == "loss" else f"{key} {value:.1f}"

@@ -1,0 +1,237 @@
+"""The training loop on CPU: tiny LM + small CNN + generated shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from frozen.config import LMConfig, LoggerConfig, ModelConfig, TrainConfig, TrainerConfig
+from frozen.data import DataConfig
+from frozen.errors import FrozenConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(run_dir, data_root, lm_dir, **trainer) -> TrainConfig:
+    t = dict(max_steps=6, batch_size=8, lr=1e-2, precision="fp32", device="cpu", log_every=1, val_every=0,
+             ckpt_every=0, keep_last=10, num_sample_captions=2, val_batches=2)
+    t.update(trainer)
+    return TrainConfig(
+        model=ModelConfig(vision="tiny_cnn", image_size=32, num_prefix_tokens=2),
+        lm=LMConfig(name=str(lm_dir)),
+        data=DataConfig(train_shards="caps/train-*.tar", val_shards="caps/val-*.tar", data_root=str(data_root),
+                        num_workers=0, shuffle_buffer=0, max_length=16),
+        trainer=TrainerConfig(**t),
+        logger=LoggerConfig(backend="none"),
+        data_root=str(data_root),
+        run_dir=str(run_dir),
+        seed=0,
+    )
+
+
+def losses(run_dir) -> dict[int, float]:
+    """step -> loss from metrics.jsonl; a re-run step keeps its last value."""
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            out[record["step"]] = record["loss"]
+    return out
+
+
+def trained_weights(run_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "export" / "model.safetensors"))
+
+
+def test_short_run_lowers_loss_checkpoints_and_exports(tmp_path, caption_data, tiny_gpt2):
+    from frozen import FrozenModel
+    from frozen.train import train
+
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=30, ckpt_every=10, keep_last=2, val_every=15)
+    result = train(cfg)
+    curve = losses(cfg.run_dir)
+    assert len(curve) == 30
+    first, last = curve[1], sum(curve[s] for s in range(26, 31)) / 5
+    assert last < first - 1.0, f"loss did not go down: {first:.3f} -> {last:.3f}"
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step_00000020.pt", "step_00000030.pt"], "keep_last=2 keeps the newest two"
+    assert result["step"] == 30 and "val/loss" in result
+    restored = FrozenModel.from_pretrained(result["export"])
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_00000030.pt", weights_only=True)["model"]
+    for name, tensor in restored.trainable_state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train import train
+
+    full = make_cfg(tmp_path / "full", caption_data, tiny_gpt2, max_steps=8)
+    train(full)
+
+    # A run that checkpointed at step 3 and was killed after step 5 (its later state is lost).
+    cut = make_cfg(tmp_path / "cut", caption_data, tiny_gpt2, max_steps=5, ckpt_every=3)
+    train(cut)
+    (tmp_path / "cut" / "checkpoints" / "step_00000005.pt").unlink()
+    # Restarted in the same directory, with the full length: resumes from step 3 automatically.
+    train(dataclasses.replace(cut, trainer=dataclasses.replace(cut.trainer, max_steps=8)))
+
+    a, b = trained_weights(full.run_dir), trained_weights(cut.run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs after resume"
+    assert losses(full.run_dir) == losses(cut.run_dir)
+
+
+def test_load_path_resumes_into_a_new_directory(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train import train
+
+    first = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=3)
+    train(first)
+    second = dataclasses.replace(make_cfg(tmp_path / "b", caption_data, tiny_gpt2, max_steps=5), load_path=str(tmp_path / "a"))
+    train(second)
+    assert sorted(losses(second.run_dir)) == [4, 5]
+
+
+def test_resume_with_another_model_config_fails(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train import train
+
+    cfg = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=2)
+    train(cfg)
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_prefix_tokens=3), trainer=dataclasses.replace(cfg.trainer, max_steps=4))
+    with pytest.raises(FrozenConfigError, match="different model config.*num_prefix_tokens"):
+        train(other)
+
+
+def _train_in_worker(cfg):
+    from frozen.train import train
+
+    train(cfg)
+
+
+def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, caption_data, tiny_gpt2):
+    from frozen import dist
+    from frozen.train import train
+
+    one = make_cfg(tmp_path / "one", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
+    train(one)
+    two = dataclasses.replace(make_cfg(tmp_path / "two", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
+                              num_gpus=2, per_gpu_batchsize=4)
+    dist.spawn(_train_in_worker, (two,), num_local=2)
+    a, b = trained_weights(one.run_dir), trained_weights(two.run_dir)
+    # Equal up to float summation order: Adam's normalisation turns ~1e-8 gradient noise into weight
+    # differences of ~0.4% of lr (here ~4e-6); a wrong loss scale or batch would differ by ~lr (1e-3).
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=2e-5, msg=f"{name} differs between 1x8 and 2x4")
+    for step, loss in losses(one.run_dir).items():
+        assert losses(two.run_dir)[step] == pytest.approx(loss, rel=1e-5)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train import train
+
+    big = make_cfg(tmp_path / "big", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
+    acc = dataclasses.replace(make_cfg(tmp_path / "acc", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
+                              per_gpu_batchsize=4)
+    train(big)
+    train(acc)
+    a, b = trained_weights(big.run_dir), trained_weights(acc.run_dir)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=2e-5)
+
+
+def _nan_on_calls(forward, bad):
+    """Wrap FrozenModel.forward so that the loss is NaN on the listed calls (1-based; "all": always)."""
+    calls = {"n": 0}
+
+    def wrapped(model, *args, **kwargs):
+        out = forward(model, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in bad or "all" in bad:
+            out.loss = out.loss * float("nan")
+        return out
+
+    return wrapped
+
+
+def test_nonfinite_step_is_skipped_and_counted(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    from frozen.model import FrozenModel
+    from frozen.train import train
+
+    monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {3}))
+    result = train(make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=5))
+    assert result["nonfinite_steps"] == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["nonfinite_steps"] == 1 and all(torch.isfinite(p).all() for p in trained_weights(tmp_path / "run").values())
+
+
+def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    from frozen.model import FrozenModel
+    from frozen.train import NonFiniteLossError, train
+
+    monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {"all"}))
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps had a non-finite loss.*checkpoint saved"):
+        train(make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=10, max_nonfinite=3))
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()
+
+
+def test_lr_schedules():
+    from frozen.train import lr_at
+
+    cfg = TrainConfig(trainer=TrainerConfig(lr=1.0, warmup_steps=4, max_steps=14, schedule="cosine", min_lr_ratio=0.1))
+    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, cfg) == pytest.approx(1.0) and lr_at(9, cfg) == pytest.approx(0.55) and lr_at(14, cfg) == pytest.approx(0.1)
+    const = TrainConfig(trainer=TrainerConfig(lr=3e-4, schedule="constant"))
+    assert lr_at(0, const) == lr_at(10_000, const) == 3e-4
+
+
+def test_batch_split_validation():
+    from frozen.config import accumulation_steps
+
+    cfg = TrainConfig(trainer=TrainerConfig(batch_size=128), per_gpu_batchsize=16)
+    assert accumulation_steps(cfg, 4) == (16, 2)
+    assert accumulation_steps(dataclasses.replace(cfg, per_gpu_batchsize=None), 4) == (32, 1)
+    with pytest.raises(FrozenConfigError, match="multiple of per_gpu_batchsize"):
+        accumulation_steps(dataclasses.replace(cfg, per_gpu_batchsize=48), 1)
+
+
+# ------------------------------------------------------------------------------ the CLI (Hydra)
+def _cli(*args, cwd=REPO, timeout=300):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=vit_huge", "Could not find 'model/vit_huge'"),
+        ("trainer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
+        ("trainer.learning_rate=1e-3", "Key 'learning_rate' not in 'TrainerConfig'"),
+        ("trainer.precision=fp8", "trainer.precision must be auto, bf16, fp16 or fp32, got 'fp8'"),
+        ("per_gpu_batchsize=3", "must be a multiple of per_gpu_batchsize"),
+    ],
+)
+def test_bad_overrides_fail_fast_with_their_message(override, message, tmp_path):
+    proc = _cli("train.py", "experiment=debug", f"run_dir={tmp_path}", override)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+
+
+def test_multirun_sweep_of_two_jobs(tmp_path, caption_data, tiny_gpt2):
+    proc = _cli(
+        "train.py", "-m", "experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}",
+        "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", "trainer.max_steps=2",
+        "trainer.val_every=0", "trainer.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path}/sweep",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").iterdir())
+    jobs = [j for j in jobs if j.is_dir() and (j / "export").is_dir()]
+    assert len(jobs) == 2
+    assert {json.loads((j / "metrics.jsonl").read_text().splitlines()[-1])["lr"] for j in jobs} == {1e-3, 1e-2}
