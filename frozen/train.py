@@ -26,7 +26,7 @@ from frozen import dist
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.data import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
-from frozen.logging import RunLogger
+from frozen.logging import RunLogger, console
 from frozen.model import FrozenModel
 
 
@@ -87,7 +87,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     start_step, skip_counter, nonfinite_total = 0, SkipCounter(), 0
     if resume_from is not None:
         state = ckpt.load(resume_from)
-        _check_compatible(state["config"], cfg, resume_from)
+        _check_compatible(state["config"], cfg, resume_from, log=console.print if info.is_main else (lambda *_: None))
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -299,8 +299,16 @@ def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
     return plain(cfg)
 
 
-def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """A checkpoint only resumes the same model: compare the model and LM sections."""
+# Settings that fix the order of training batches: changing one keeps the run resumable, but the
+# continuation then reads other batches than the uninterrupted run would have.
+_DATA_ORDER_KEYS = (
+    ("data", "train_shards"), ("data", "data_root"), ("data", "shuffle_buffer"), ("data", "num_workers"),
+    ("trainer", "batch_size"), ("per_gpu_batchsize",), ("num_gpus",), ("num_nodes",), ("seed",),
+)
+
+
+def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log) -> None:
+    """A checkpoint only resumes the same model (error); other data order settings only warn."""
     now = _plain_config(cfg)
     for section in ("model", "lm"):
         if saved.get(section) != now[section]:
@@ -309,3 +317,10 @@ def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> No
                 f"{path} was trained with a different {section} config {diff} (saved, now); "
                 "resume with the same settings or start a new run directory"
             )
+    for keys in _DATA_ORDER_KEYS:
+        old, new = saved, now
+        for k in keys:
+            old, new = (old or {}).get(k), (new or {}).get(k)
+        if old != new:
+            log(f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
+                "but on a different batch order than an uninterrupted run[/yellow]")

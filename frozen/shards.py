@@ -1,0 +1,195 @@
+"""Writing shards: tar-safe keys, size/count-limited rotation, ``sizes.json``, image file reading.
+
+Shards are plain webdataset tars ``{out}/{prefix}-{index:06d}.tar`` written with
+:class:`webdataset.TarWriter`; each sample is ``{key}.{ext}`` members with the image stored as its
+original encoded bytes. ``{out}/sizes.json`` maps each shard file name to its sample count (the
+format open_clip and others read). Tars are written with a fixed mtime, so converting the same
+input twice produces byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from webdataset import TarWriter
+
+from frozen.samples import check_image_bytes, decode_image, sniff_image_format
+
+T = TypeVar("T")
+# A progress wrapper: ``track(iterable, description, total)`` yields the iterable's items.
+Track = Callable[[Iterable[T], str, "int | None"], Iterable[T]]
+
+DEFAULT_MAX_COUNT = 10_000
+DEFAULT_MAX_SIZE = 1_000_000_000  # bytes
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def no_track(items: Iterable[T], description: str = "", total: int | None = None) -> Iterable[T]:
+    """The default :data:`Track`: no progress display."""
+    return items
+
+
+def make_key(*parts: Any) -> str:
+    """A tar-safe sample key: parts joined by ``_``, anything but ``[A-Za-z0-9_-]`` replaced by ``-``.
+
+    No dots (webdataset splits the extension at the key's first dot) and no slashes.
+    """
+    key = "_".join(_UNSAFE.sub("-", str(p)) for p in parts)
+    if not key:
+        raise ValueError("empty sample key")
+    return key
+
+
+def _tar_entry_size(n: int) -> int:
+    return 512 + (n + 511) // 512 * 512  # header block + data padded to 512-byte blocks
+
+
+class ShardSink:
+    """Writes samples to ``{out_dir}/{prefix}-{i:06d}.tar``, starting a new shard before one would
+    exceed ``max_count`` samples or ``max_size`` bytes (a single larger sample gets its own shard).
+
+    Shards are written as ``.tmp`` and renamed when complete; on :meth:`close`, shards of the same
+    prefix left over from an earlier, larger run are deleted and ``sizes.json`` is updated.
+    Duplicate keys raise ``ValueError`` (they would silently merge samples when reading).
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str, *, max_count: int = DEFAULT_MAX_COUNT,
+                 max_size: int = DEFAULT_MAX_SIZE):
+        if max_count < 1 or max_size < 1:
+            raise ValueError(f"max_count and max_size must be >= 1, got {max_count}, {max_size}")
+        self.out_dir, self.prefix = Path(out_dir), prefix
+        self.max_count, self.max_size = max_count, max_size
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.counts: list[int] = []  # samples per finished or open shard
+        self._writer: TarWriter | None = None
+        self._size = 0
+        self._keys: set[str] = set()
+
+    def shard_name(self, index: int) -> str:
+        return f"{self.prefix}-{index:06d}.tar"
+
+    @property
+    def written(self) -> int:
+        return sum(self.counts)
+
+    def _finish_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            name = self.out_dir / self.shard_name(len(self.counts) - 1)
+            os.replace(f"{name}.tmp", name)
+            self._writer = None
+
+    def write(self, key: str, files: dict[str, bytes | str]) -> None:
+        """Write one sample; ``files`` maps extensions (``"png"``, ``"txt"``, ``"json"``) to content."""
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} must not contain '.' or '/'; use make_key()")
+        if key in self._keys:
+            raise ValueError(f"duplicate sample key {key!r} in {self.prefix}")
+        self._keys.add(key)
+        data = {ext: v.encode("utf-8") if isinstance(v, str) else v for ext, v in files.items()}
+        size = sum(_tar_entry_size(len(v)) for v in data.values())
+        full = self._writer is not None and (self.counts[-1] >= self.max_count or self._size + size > self.max_size)
+        if self._writer is None or full:
+            self._finish_shard()
+            path = self.out_dir / f"{self.shard_name(len(self.counts))}.tmp"
+            # encoder=False: values are already bytes. A fixed *int* mtime makes tars reproducible (a
+            # float one would add a PAX header per file).
+            self._writer = TarWriter(str(path), encoder=False, mtime=0)
+            self.counts.append(0)
+            self._size = 0
+        self._writer.write({"__key__": key, **data})
+        self.counts[-1] += 1
+        self._size += size
+
+    def close(self) -> dict[str, int]:
+        """Finish the last shard, remove stale ones, update ``sizes.json``; returns ``{shard: count}``."""
+        self._finish_shard()
+        sizes = {self.shard_name(i): n for i, n in enumerate(self.counts)}
+        stale = re.compile(rf"^{re.escape(self.prefix)}-\d{{6}}\.tar(\.tmp)?$")
+        for path in self.out_dir.iterdir():
+            if stale.match(path.name) and path.name not in sizes:
+                path.unlink()
+        update_sizes_json(self.out_dir, self.prefix, sizes)
+        return sizes
+
+    def __enter__(self) -> "ShardSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def pattern(self) -> str | None:
+        """The brace pattern of the shards written, e.g. ``captions-train-{000000..000003}.tar``."""
+        return shard_pattern(self.prefix, len(self.counts))
+
+
+def shard_pattern(prefix: str, num_shards: int) -> str | None:
+    if num_shards == 0:
+        return None
+    if num_shards == 1:
+        return f"{prefix}-000000.tar"
+    return f"{prefix}-{{000000..{num_shards - 1:06d}}}.tar"
+
+
+def update_sizes_json(out_dir: Path, prefix: str, sizes: dict[str, int]) -> None:
+    """Replace ``prefix``'s entries in ``out_dir/sizes.json`` by ``sizes``, keeping other prefixes."""
+    path = out_dir / "sizes.json"
+    current: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+    own = re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar$")
+    merged = {k: v for k, v in current.items() if not own.match(k)} | sizes
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_image_file(path: str | Path, *, verify: bool = False) -> tuple[bytes, str] | str:
+    """``(encoded bytes, extension)`` of an image file, or a skip reason.
+
+    Reasons: ``missing_image_file``, ``not_image``, ``truncated_image`` (cheap checks on the bytes)
+    and, with ``verify=True`` (full decode, slower), ``corrupt_image``. The extension comes from
+    the magic bytes, not the file name, so a PNG named ``.jpg`` is stored as ``.png``.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return "missing_image_file"
+    bad = check_image_bytes(data)
+    if bad is not None:
+        return bad
+    if verify:
+        try:
+            decode_image(data)
+        except Exception:  # PIL raises many exception types for corrupt data
+            return "corrupt_image"
+    return data, sniff_image_format(data) or "img"
+
+
+@dataclass
+class ConvertReport:
+    """What a converter wrote: per shard prefix the shard counts, plus skipped items by reason."""
+
+    out_dir: str
+    shards: dict[str, dict[str, int]] = field(default_factory=dict)  # prefix -> {shard name: samples}
+    skipped: Counter = field(default_factory=Counter)
+
+    def add_sink(self, sink: ShardSink) -> None:
+        self.shards[sink.prefix] = sink.close()
+
+    def written(self, prefix: str | None = None) -> int:
+        groups = [self.shards[prefix]] if prefix is not None else self.shards.values()
+        return sum(sum(g.values()) for g in groups)
+
+    def patterns(self) -> dict[str, str | None]:
+        return {prefix: shard_pattern(prefix, len(s)) for prefix, s in self.shards.items()}
+
+
+__all__ = [
+    "ShardSink", "ConvertReport", "Track", "no_track", "make_key", "shard_pattern", "update_sizes_json",
+    "read_image_file", "DEFAULT_MAX_COUNT", "DEFAULT_MAX_SIZE",
+]
