@@ -164,6 +164,9 @@ class Harness:
                 episode_sets = [eps[:limit] if limit else eps for eps in episode_sets]
                 label = f"{name}_{ways}way"
                 for induction in task.task_induction:
+                    if induction and not all(ep.task_induction for eps in episode_sets for ep in eps):
+                        self.log(f"{label} shots={shots}: no task-induction text in this set (Fast-/Guided-VQA); skipped")
+                        continue
                     for condition in task.conditions:
                         cond = condition + ("+induction" if induction else "")
                         accs, n = [], 0
