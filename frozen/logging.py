@@ -59,6 +59,7 @@ class RunLogger:
         self.wandb_run = None
         self.progress: Progress | None = None
         self._task = None
+        self._last_print = 0.0
         if not active:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,8 @@ class RunLogger:
                     reinit="finish_previous",
                 )
                 console.print(f"[dim]W&B run in {resolved} mode: {self.wandb_run.dir}[/dim]")
+        if not total_steps:  # evaluation: no step bar
+            return
         self.progress = Progress(
             TextColumn("[bold]train[/bold]"),
             BarColumn(),
@@ -92,7 +95,6 @@ class RunLogger:
         )
         self.progress.start()
         self._task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
-        self._last_print = 0.0
 
     def step(self, step: int, metrics: dict[str, float]) -> None:
         """Advance the bar to ``step`` and log ``metrics`` (jsonl every call, W&B, bar fields)."""
@@ -104,14 +106,15 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
         stats = "  ".join(_fmt(k, metrics[k]) for k in ("loss", "lr", "img/s") if k in metrics)
-        self.progress.update(self._task, completed=step, stats=stats)
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step, stats=stats)
         # Non-interactive consoles (CI, log files) never redraw the bar: print a line now and then.
         if not console.is_terminal and time.time() - self._last_print > 10:
             console.print(f"step {step}  {stats}")
             self._last_print = time.time()
 
     def advance(self, step: int) -> None:
-        if self.active:
+        if self.active and self.progress is not None:
             self.progress.update(self._task, completed=step)
 
     def event(self, step: int, metrics: dict[str, Any]) -> None:

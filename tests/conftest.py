@@ -72,10 +72,38 @@ def write_caption_shard(path: Path, num_samples: int = 48, size: int = 32) -> Pa
     return path
 
 
+def write_vqa_shard(path: Path, num_images: int = 12, size: int = 32, offset: int = 0) -> Path:
+    """Two questions per generated picture ("what color ...?", "is there a square?"), answers x10."""
+    import io
+    import json
+
+    import webdataset as wds
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(COLORS)
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(offset, offset + num_images):
+            color, shape = names[i % len(names)], SHAPES[(i // len(names)) % len(SHAPES)]
+            img = Image.new("RGB", (size, size), (0, 0, 0))
+            ImageDraw.Draw(img).rectangle((8, 8, 24, 24) if shape == "square" else (4, 12, 28, 20), fill=COLORS[color])
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            qa = [("what color is the shape?", color, "other"), ("is there a square?", "yes" if shape == "square" else "no", "yes/no")]
+            for j, (question, answer, answer_type) in enumerate(qa):
+                meta = {"question": question, "answers": [answer] * 10, "answer_type": answer_type,
+                        "question_id": i * 10 + j, "image_id": i}
+                sink.write({"__key__": f"q{i:04d}_{j}", "png": buf.getvalue(), "json": json.dumps(meta).encode()})
+    return path
+
+
 @pytest.fixture(scope="session")
 def caption_data(tmp_path_factory) -> Path:
-    """data_root with caps/train-000000.tar (48 samples) and caps/val-000000.tar (16 samples)."""
+    """data_root with caps/train-000000.tar (48 samples), caps/val-000000.tar (16 samples),
+    vqa/vqa-test-000000.tar (24 questions on 12 images) and vqa/vqa-train-000000.tar (40 on 20)."""
     root = tmp_path_factory.mktemp("data_root")
     write_caption_shard(root / "caps" / "train-000000.tar", 48)
     write_caption_shard(root / "caps" / "val-000000.tar", 16)
+    write_vqa_shard(root / "vqa" / "vqa-test-000000.tar", 12, offset=100)
+    write_vqa_shard(root / "vqa" / "vqa-train-000000.tar", 20)
     return root
