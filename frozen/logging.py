@@ -11,6 +11,7 @@ import json
 import math
 import netrc
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+# Logs and CI are not terminals: rich would wrap tables at 80 columns there.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def wandb_mode(requested: str) -> str:

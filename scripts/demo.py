@@ -1,0 +1,175 @@
+"""`make demo`: the paper's table in miniature, offline, on a CPU.
+
+1. easy-VQA shards (reused when present),
+2. train `frozen` (captions only) and `frozen_vqa` (captions + VQA questions) with the regular
+   train.py and the `demo_frozen` / `demo_frozen_vqa` experiment presets (a finished run in
+   outputs/demo/<model> is resumed, i.e. not retrained: delete it to train again),
+3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
+   2-way fast binding, each beside its blind baseline,
+4. write outputs/demo/results.json, outputs/demo/samples.png and print one table + the timings.
+
+Blind rows are computed once: without an image, both models are the same frozen LM on the same
+text, so their blind numbers are identical by construction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
+CHANCE = {"easyvqa_binding_2way": 0.5}
+
+
+def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
+    from frozen.logging import console
+
+    console.rule(f"[bold]{what}")
+    console.print("[dim]$ " + " ".join(cmd) + "[/dim]")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    timings[what] = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"demo step failed ({what}, exit {proc.returncode}); see the output above")
+
+
+def merged_rows(out: Path) -> list[dict]:
+    """All rows with a "model" field; blind rows (computed with the first model) copied to both."""
+    rows = []
+    first = json.loads((out / "eval" / "frozen" / "results.json").read_text())["rows"]
+    blind = [r for r in first if r["condition"].startswith("blind")]
+    for model in MODELS:
+        own = json.loads((out / "eval" / model / "results.json").read_text())["rows"]
+        own = [r for r in own if not r["condition"].startswith("blind")]
+        shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in blind]
+        rows += [dict(r, model=model) for r in own + shared]
+    return rows
+
+
+def summary_table(rows: list[dict]):
+    """One line per (task, metric, shots, induction): frozen, frozen_vqa, blind, chance."""
+    from rich.table import Table
+
+    table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch")
+    for col in ("task", "metric", "shots", "frozen", "frozen_vqa", "blind", "chance"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    keyed = {}
+    for r in rows:
+        induction = "+induction" if r["condition"].endswith("+induction") else ""
+        who = "blind" if r["condition"].startswith("blind") else r["model"]
+        keyed.setdefault((r["task"] + induction, r["metric"], r["shots"]), {})[who] = r
+
+    def cell(r):
+        if r is None:
+            return "-"
+        return f"{r['mean']:.3f}" + (f" ± {r['stddev']:.3f}" if r["num_trials"] > 1 else "")
+
+    for (task, metric, shots), by in keyed.items():
+        chance = CHANCE.get(task.replace("+induction", ""))
+        if metric == "vqa_accuracy[yes/no]":
+            chance = 0.5
+        table.add_row(task, metric, str(shots), cell(by.get("frozen")), cell(by.get("frozen_vqa")), cell(by.get("blind")),
+                      "-" if chance is None else f"{chance:.3f}")
+    return table
+
+
+def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
+    """Test images with each model's caption and VQA answer under them -> samples.png."""
+    import torch
+    from PIL import Image, ImageDraw, ImageFont
+
+    from frozen import FrozenModel
+    from frozen.data import DataConfig, iter_eval_samples
+
+    cfg = DataConfig(train_shards="", data_root=str(data_root), num_workers=0)
+    picks, seen = [], set()
+    for ex in iter_eval_samples("easyvqa/vqa-test-*.tar", image_size=64, cfg=cfg):
+        if ex.meta["image_id"] not in seen and ex.meta.get("question_type") in ("color", "shape"):
+            seen.add(ex.meta["image_id"])
+            picks.append(ex)
+        if len(picks) == num:
+            break
+    answers = {}
+    for model in MODELS:
+        frozen = FrozenModel.from_pretrained(out / model / "export").eval()
+        with torch.no_grad():
+            captions = frozen.generate([[ex.image] for ex in picks], ["<image>"] * len(picks), max_new_tokens=8, stop_strings=["\n"])
+            replies = frozen.generate([[ex.image] for ex in picks], [f"<image>Q: {ex.meta['question']} A:" for ex in picks],
+                                      max_new_tokens=4, stop_strings=["\n"])
+        answers[model] = list(zip(captions, replies))
+    cell_w, img_px, text_h = 230, 128, 112
+    grid = Image.new("RGB", (cell_w * num, img_px + text_h), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=12)
+    for i, ex in enumerate(picks):
+        image = Image.fromarray((ex.image.permute(1, 2, 0) * 255).byte().numpy()).resize((img_px, img_px), Image.NEAREST)
+        x = i * cell_w
+        grid.paste(image, (x + (cell_w - img_px) // 2, 0))
+        lines = [f"Q: {ex.meta['question']}", f"truth: {ex.meta['answers'][0]}"]
+        for model, pairs in answers.items():
+            caption, reply = pairs[i]
+            lines.append(f"{model}: {caption!r}")
+            lines.append(f"{' ' * len(model)}  A: {reply!r}")
+        for j, line in enumerate(lines):
+            draw.text((x + 4, img_px + 4 + 17 * j), line[:38], fill="black", font=font)
+    path = out / "samples.png"
+    grid.save(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--max-examples", type=int, default=None, help="cap every evaluation task (quick look)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
+    args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
+
+    from frozen.eval.report import results_table  # noqa: F401  (import check before long work)
+    from frozen.logging import console
+
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    out, data_root = REPO / args.out, REPO / args.data_root
+    py = sys.executable
+    if not (data_root / "easyvqa" / "sizes.json").is_file():
+        run([py, "scripts/make_shards.py", "easyvqa", "--out", str(data_root / "easyvqa")], "shards", timings)
+    else:
+        console.print(f"[dim]reusing shards in {data_root / 'easyvqa'}[/dim]")
+    for model, preset in MODELS.items():
+        overrides = [f"experiment={preset}", f"run_dir={out / model}", f"data_root={data_root}", *extra]
+        if args.max_steps:
+            overrides.append(f"trainer.max_steps={args.max_steps}")
+        run([py, "train.py", *overrides], f"train {model}", timings)
+    for i, model in enumerate(MODELS):
+        overrides = [f"load_path={out / model}", "eval=demo", f"run_dir={out / 'eval' / model}", f"data_root={data_root}", "batch_size=32"]
+        if args.max_examples:
+            overrides.append(f"max_examples={args.max_examples}")
+        if i > 0:  # blind rows do not depend on the model: computed once, with the first
+            overrides += [f"eval.tasks.{t}.conditions=[image]" for t in ("easyvqa_caption", "easyvqa_vqa", "easyvqa_binding")]
+        run([py, "evaluate.py", *overrides], f"evaluate {model}", timings)
+
+    rows = merged_rows(out)
+    t0 = time.perf_counter()
+    grid = samples_grid(out, data_root)
+    timings["samples.png"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - start
+    results = {"rows": rows, "timings_s": timings, "models": {m: str(out / m / "export") for m in MODELS},
+               "machine": f"{os.cpu_count()} CPU cores"}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    console.print(summary_table(rows))
+    console.print(f"wrote {out / 'results.json'} and {grid}")
+    console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
+
+
+if __name__ == "__main__":
+    main()
