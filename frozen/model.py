@@ -76,6 +76,40 @@ class FrozenModel(nn.Module):
         """The parameters an optimizer should see (vision + mapper; the LM only in its ablations)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def enable_activation_checkpointing(self, enabled: bool = True) -> int:
+        """Recompute each LM decoder layer's activations in backward instead of storing them.
+
+        transformers' own switch (``activation_checkpointing_enable``) only acts on layers in train
+        mode, and a frozen LM stays in eval mode (putting it in train mode would turn on OPT's
+        dropout), so it would silently do nothing here. Instead each decoder layer's ``forward`` is
+        wrapped in non-reentrant ``torch.utils.checkpoint`` whenever autograd is recording; under
+        ``no_grad`` (validation, generation, KV cache) layers run as usual. ``enabled=False`` undoes it.
+        Returns the number of layers.
+        """
+        from functools import partial
+
+        from torch.utils.checkpoint import checkpoint
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        def checkpointed(forward, *args, **kwargs):
+            if not torch.is_grad_enabled():
+                return forward(*args, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+        layers = [m for m in self.lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+        if not layers:
+            raise FrozenConfigError(
+                f"activation_checkpointing: {type(self.lm).__name__} has no transformers decoder layers to "
+                "checkpoint; set trainer.activation_checkpointing=false for this LM"
+            )
+        for layer in layers:
+            wrapped = "forward" in vars(layer)  # an instance attribute shadows the class's forward
+            if enabled and not wrapped:
+                layer.forward = partial(checkpointed, layer.forward)
+            elif not enabled and wrapped:
+                del layer.forward
+        return len(layers)
+
     def train(self, mode: bool = True) -> "FrozenModel":
         # A frozen LM stays in eval mode (no dropout) even while encoder and mapper train.
         super().train(mode)

@@ -77,7 +77,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ------------------------------------------------------------------ model + optimizer
     model = FrozenModel(cfg.model, cfg.lm).to(device)
     if t.activation_checkpointing:
-        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_activation_checkpointing()
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -56,6 +56,7 @@ def merged_rows(out: Path) -> list[dict]:
 
 def summary_table(rows: list[dict]):
     """One line per (task, metric, shots, induction): frozen, frozen_vqa, blind, chance."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch")
@@ -76,7 +77,7 @@ def summary_table(rows: list[dict]):
         chance = CHANCE.get(task.replace("+induction", ""))
         if metric == "vqa_accuracy[yes/no]":
             chance = 0.5
-        table.add_row(task, metric, str(shots), cell(by.get("frozen")), cell(by.get("frozen_vqa")), cell(by.get("blind")),
+        table.add_row(escape(task), escape(metric), str(shots), cell(by.get("frozen")), cell(by.get("frozen_vqa")), cell(by.get("blind")),
                       "-" if chance is None else f"{chance:.3f}")
     return table
 
@@ -105,21 +106,21 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
             replies = frozen.generate([[ex.image] for ex in picks], [f"<image>Q: {ex.meta['question']} A:" for ex in picks],
                                       max_new_tokens=4, stop_strings=["\n"])
         answers[model] = list(zip(captions, replies))
-    cell_w, img_px, text_h = 230, 128, 112
-    grid = Image.new("RGB", (cell_w * num, img_px + text_h), "white")
+    cell_w, img_px, text_h, cols = 300, 128, 118, 4
+    rows = (len(picks) + cols - 1) // cols
+    grid = Image.new("RGB", (cell_w * cols, (img_px + text_h) * rows), "white")
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default(size=12)
+    font = ImageFont.load_default(size=13)
     for i, ex in enumerate(picks):
         image = Image.fromarray((ex.image.permute(1, 2, 0) * 255).byte().numpy()).resize((img_px, img_px), Image.NEAREST)
-        x = i * cell_w
-        grid.paste(image, (x + (cell_w - img_px) // 2, 0))
-        lines = [f"Q: {ex.meta['question']}", f"truth: {ex.meta['answers'][0]}"]
+        x, y = (i % cols) * cell_w, (i // cols) * (img_px + text_h)
+        grid.paste(image, (x + (cell_w - img_px) // 2, y))
+        lines = [f"Q: {ex.meta['question']}  (truth: {ex.meta['answers'][0]})"]
         for model, pairs in answers.items():
             caption, reply = pairs[i]
-            lines.append(f"{model}: {caption!r}")
-            lines.append(f"{' ' * len(model)}  A: {reply!r}")
+            lines += [f"{model} caption: {caption}", f"{model} answer: {reply}"]
         for j, line in enumerate(lines):
-            draw.text((x + 4, img_px + 4 + 17 * j), line[:38], fill="black", font=font)
+            draw.text((x + 6, y + img_px + 6 + 21 * j), line[:46], fill="black", font=font)
     path = out / "samples.png"
     grid.save(path)
     return path

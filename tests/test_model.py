@@ -163,3 +163,45 @@ def test_wrong_image_shape(tiny_model):
     _, ids, _ = _batch(tiny_model)
     with pytest.raises(ValueError, match=r"images must be a float tensor \[B, 3, 32, 32\].*got \(3, 3, 64, 64\)"):
         tiny_model(torch.rand(3, 3, 64, 64), ids)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "opt"])
+def test_activation_checkpointing_recomputes_layers_and_keeps_gradients(tiny_lm_dirs, kind):
+    """Each decoder layer runs twice per step (forward + recompute in backward), gradients unchanged."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    def grads_and_calls(checkpointing: bool):
+        torch.manual_seed(0)
+        model = FrozenModel.from_pretrained(str(tiny_lm_dirs[kind]), vision="tiny_cnn", image_size=32)
+        model.train()
+        layers = [m for m in model.lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+        calls = []
+        # A hook on each layer's first child: it fires whenever the layer's body runs, recompute included.
+        for layer in layers:
+            next(layer.children()).register_forward_hook(lambda *_: calls.append(1))
+        if checkpointing:
+            assert model.enable_activation_checkpointing() == len(layers)
+        assert not model.lm.training, "the frozen LM stays in eval mode (no dropout)"
+        model(*_batch(model)).loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():  # no recompute and no checkpoint overhead without autograd
+            before = len(calls)
+            model(*_batch(model))
+            assert len(calls) - before == len(layers)
+        return grads, before, len(layers)
+
+    plain, plain_calls, n = grads_and_calls(False)
+    ckpt, ckpt_calls, _ = grads_and_calls(True)
+    assert plain_calls == n and ckpt_calls == 2 * n
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_activation_checkpointing_can_be_switched_off(tiny_model):
+    layer_cls = type(tiny_model.lm.transformer.h[0])
+    n = tiny_model.enable_activation_checkpointing()
+    assert n == 2 and all("forward" in vars(layer) for layer in tiny_model.lm.transformer.h)
+    assert tiny_model.enable_activation_checkpointing() == n  # idempotent: wrapped once
+    assert tiny_model.lm.transformer.h[0].forward.args[0].__func__ is layer_cls.forward
+    tiny_model.enable_activation_checkpointing(False)
+    assert not any("forward" in vars(layer) for layer in tiny_model.lm.transformer.h)

@@ -235,3 +235,45 @@ def test_multirun_sweep_of_two_jobs(tmp_path, caption_data, tiny_gpt2):
     jobs = [j for j in jobs if j.is_dir() and (j / "export").is_dir()]
     assert len(jobs) == 2
     assert {json.loads((j / "metrics.jsonl").read_text().splitlines()[-1])["lr"] for j in jobs} == {1e-3, 1e-2}
+
+
+def test_activation_checkpointing_gives_the_same_training(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train import train
+
+    plain = make_cfg(tmp_path / "plain", caption_data, tiny_gpt2, max_steps=2)
+    ckpt = make_cfg(tmp_path / "ckpt", caption_data, tiny_gpt2, max_steps=2, activation_checkpointing=True)
+    train(plain)
+    train(ckpt)
+    a, b = trained_weights(plain.run_dir), trained_weights(ckpt.run_dir)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7)
+
+
+def test_wandb_mode_without_a_key_is_offline(monkeypatch, tmp_path):
+    from frozen.logging import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode("auto") == "online"
+    assert wandb_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode("online") == "disabled"
+
+
+def test_wandb_offline_run_is_written_and_finished(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    from frozen.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=2, val_every=2)
+    cfg = dataclasses.replace(cfg, logger=LoggerConfig(backend="wandb", project="frozen-test"))
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "an offline W&B run with its data file"
+    import wandb
+
+    assert wandb.run is None, "the run must be finished (Hydra multirun starts the next one)"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROW_KEYS = ("task", "metric", "shots", "condition", "mean", "stddev", "num_examples", "num_trials")
@@ -65,8 +66,9 @@ def results_table(rows: list[dict[str, Any]], title: str = "results", extra_colu
     for col in (*extra_columns, "task", "metric", "shots", "condition", "mean", "± std", "n", "trials"):
         table.add_column(col, justify="right" if col in ("shots", "mean", "± std", "n", "trials") else "left")
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in extra_columns), row["task"], row["metric"], str(row["shots"]),
-                      row["condition"], f"{row['mean']:.4f}", f"{row['stddev']:.4f}", str(row["num_examples"]),
+        # escape: "vqa_accuracy[yes/no]" would otherwise be read as rich markup and vanish
+        table.add_row(*(escape(str(row.get(c, ""))) for c in extra_columns), escape(row["task"]), escape(row["metric"]),
+                      str(row["shots"]), escape(row["condition"]), f"{row['mean']:.4f}", f"{row['stddev']:.4f}", str(row["num_examples"]),
                       str(row["num_trials"]))
     return table
 

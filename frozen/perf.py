@@ -1,0 +1,262 @@
+"""Measurement helpers for ``scripts/bench.py``: workloads, train-step variants, peak memory, FLOPs.
+
+The *plain* train step is what a straightforward implementation does: the LM's parameters keep
+``requires_grad=True`` but are left out of the optimizer, so every backward pass computes and stores
+their weight gradients. The project's step freezes them (``requires_grad=False``), so backward only
+propagates activation gradients through the LM, down to the visual prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+from frozen.collate import Collator
+from frozen.samples import Example
+
+# bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
+# Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200", 989.0), ("B200", 2250.0),
+    ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A6000", 155.0),
+    ("RTX 4090", 165.0), ("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0),
+)
+
+_COLOURS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
+_SHAPES = ("circle", "rectangle", "triangle")
+
+
+# ---------------------------------------------------------------------------------------- batches
+def synthetic_caption_batch(tokenizer: Any, batch_size: int, image_size: int, seed: int = 0) -> dict[str, Any]:
+    """A training batch like easy-VQA captioning: random images, ~12-token captions + EOS.
+
+    Collated by the project's :class:`~frozen.collate.Collator`, so padding and labels are exactly
+    what the data pipeline produces. Returns the collator's dict (``images [B, 3, S, S]``,
+    ``input_ids / attention_mask / labels [B, T]``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(batch_size):
+        colour, shape = _COLOURS[i % len(_COLOURS)], _SHAPES[i % len(_SHAPES)]
+        caption = f" a {colour} {shape} on a white background, seen from above."
+        examples.append(Example(key=f"synthetic{i}", kind="caption", prompt="", target=caption, meta={},
+                                image=torch.rand(3, image_size, image_size, generator=g)))
+    return Collator(tokenizer, max_length=64)(examples)
+
+
+# ---------------------------------------------------------------------------------------- generation workloads
+def fewshot_inputs(num_queries: int = 25) -> tuple[list[Image.Image], str, list[list[Image.Image]], list[str]]:
+    """One 5-way 1-shot easy-VQA binding support set (task induction on) + query images of its categories.
+
+    Returns ``(support_images, support_prompt, query_images, query_prompts)``: the support prompt ends
+    with the newline before the query line, ``"<image>Q: What is this? A: This is a"``.
+    """
+    from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
+
+    (episode,) = build_easyvqa_binding("test", ways=5, shots=1, num_episodes=1, seed=0, category="color_shape")
+    prompt, images = episode_prompt(episode, task_induction=True)
+    cut = prompt.rindex("\n") + 1  # the support ends with the last newline; the query line follows
+    support_prompt, query_prompt = prompt[:cut], prompt[cut:]
+    labels, used = easyvqa_labels("test"), set(episode.metadata["support_image_ids"])
+    categories = list(episode.metadata["name_to_category"].values())
+    pools = [[i for i, (c, s, _) in labels.items() if f"{c} {s}" == cat and i not in used] for cat in categories]
+    per = -(-num_queries // len(pools))
+    query_ids = [i for pool in pools for i in pool[:per]][:num_queries]
+    return images[:-1], support_prompt, [[load_image(labels[i][2])] for i in query_ids], [query_prompt] * len(query_ids)
+
+
+def vqa_inputs(num_prompts: int = 16) -> tuple[list[list[Image.Image]], list[str]]:
+    """``num_prompts`` easy-VQA test questions on different images, as ``<image>Q: ... A:`` prompts."""
+    import easy_vqa
+
+    from frozen.eval.episodes import load_image
+
+    questions, _, image_ids = easy_vqa.get_test_questions()
+    paths = easy_vqa.get_test_image_paths()
+    picked, seen = [], set()
+    for q, i in zip(questions, image_ids):
+        if i not in seen:
+            seen.add(i)
+            picked.append((q, i))
+        if len(picked) == num_prompts:
+            break
+    images = [[load_image(paths[i])] for _, i in picked]
+    return images, [f"<image>Q: {q} A:" for q, _ in picked]
+
+
+# ---------------------------------------------------------------------------------------- train step
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+               batch: dict[str, Any], autocast: AbstractContextManager | None = None, grad_clip: float = 1.0) -> torch.Tensor:
+    """One optimizer step as ``frozen.train`` takes it (one micro-batch, one process): loss, backward,
+    global-norm clipping, AdamW step, ``zero_grad(set_to_none=True)`` on the optimizer's parameters."""
+    device = model.device
+    num_targets = int((batch["labels"] != -100).sum())
+    with autocast or nullcontext():
+        out = model(batch["images"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                    labels=batch["labels"].to(device), num_items_in_batch=max(num_targets, 1))
+    out.loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return out.loss.detach()
+
+
+def set_lm_weight_grads(model: Any, enabled: bool) -> None:
+    """``enabled``: the plain variant (LM weight gradients computed and kept, though never used).
+
+    Disabling also drops the stored gradients, so the frozen variant starts without them.
+    """
+    for p in model.lm.parameters():
+        p.requires_grad_(enabled)
+        if not enabled:
+            p.grad = None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of ``fn()``, with the device's queue drained before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+Timed = Callable[[], Any] | tuple[Callable[[], Any], Callable[[], Any]]
+
+
+def interleaved(fns: dict[str, Timed], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, alternating between them, after one untimed warm-up each.
+
+    A ``(setup, fn)`` pair runs ``setup()`` untimed before every call of ``fn``.
+    """
+    pairs = {name: fn if isinstance(fn, tuple) else (lambda: None, fn) for name, fn in fns.items()}
+    for setup, fn in pairs.values():
+        setup(), fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (setup, fn) in pairs.items():
+            setup()
+            times[name].append(timed(fn, device))
+    return times
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model, cores, torch threads, library versions (+ GPU name on CUDA) for a benchmark report."""
+    import platform
+
+    import transformers
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    info: dict[str, Any] = {
+        "cpu": names[0] if names else platform.processor(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 matmuls in hardware: a bf16-capable GPU, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# ---------------------------------------------------------------------------------------- memory
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's resident-set high-water mark (Linux ``clear_refs`` 5); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_bytes() -> int:
+    kib = _status_kib("VmRSS")
+    return (kib or 0) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """High-water resident memory since the last :func:`reset_peak_rss` (else since process start)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS) cannot be reset
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+# ---------------------------------------------------------------------------------------- FLOPs
+def lm_matmul_params(lm: torch.nn.Module) -> int:
+    """LM parameters that take part in matmuls: all but an input embedding that is a mere lookup.
+
+    A tied embedding is counted once (it is the LM head's weight).
+    """
+    total = sum(p.numel() for p in lm.parameters())  # parameters() yields a tied weight once
+    inp, out = lm.get_input_embeddings().weight, lm.get_output_embeddings()
+    tied = out is not None and out.weight.data_ptr() == inp.data_ptr()
+    return total if tied else total - inp.numel()
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of matmuls, convolutions and attention executed by ``fn()`` (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def analytic_step_flops(n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int,
+                        lm_weight_grads: bool) -> float:
+    """Model FLOPs of one train step.
+
+    LM: forward ``2·N·tokens`` plus backward ``2·N·tokens`` for activation gradients, plus another
+    ``2·N·tokens`` for weight gradients only when they are computed (the plain variant); attention
+    score FLOPs are left out (short sequences). Vision: 3x its counted forward (forward + input and
+    weight gradients). Mapper: ``6·N·B`` (one input vector per image).
+    """
+    lm_factor = 6 if lm_weight_grads else 4
+    return lm_factor * n_lm * lm_tokens + 3 * vision_forward_flops + 6 * n_mapper * batch_size
+
+
+def peak_tflops(device: torch.device, override: float | None = None) -> float | None:
+    """Dense bf16 peak of ``device`` in TFLOP/s from :data:`PEAK_BF16_TFLOPS` (None: unknown, or a CPU)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def autocast_for(device: torch.device, bf16: bool) -> AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
