@@ -148,6 +148,7 @@ class EvalTaskConfig:
     caption_prompt: str = ""  # caption: text after the image
     max_examples: int | None = None  # cap on evaluated items (the first N of the split)
     max_new_tokens: int = 10
+    min_new_tokens: int = 0  # >0: EOS cannot end an answer earlier (an instruct LM may emit EOS at once)
     max_answer_words: int | None = None  # keep only the first N words of an answer (None: all, cut at newline)
     # binding / deepmind episodes
     root: str | None = None  # deepmind: folder holding the extracted archives
@@ -156,7 +157,8 @@ class EvalTaskConfig:
     inner_shots: list[int] = field(default_factory=lambda: [1])
     repeats: int = 0  # extra presentations of the support set
     task_induction: list[bool] = field(default_factory=lambda: [False, True])
-    num_episodes: int = 200  # binding: episodes per trial
+    num_episodes: int = 200  # binding: episodes (support sets) per trial
+    queries_per_episode: int = 1  # binding: queries sharing one support set (its KV cache is reused)
     category: str = "shape"  # binding: shape | color_shape
     split: str = "test"  # binding: easy-VQA split the images come from
 

@@ -143,7 +143,16 @@ def stop_string_criteria(tokenizer: Any, stop_strings: Sequence[str]) -> Any:
 
 
 @torch.no_grad()
-def greedy_uncached(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int) -> torch.Tensor:
+def _no_eos_before(logits: torch.Tensor, step: int, min_new_tokens: int, eos_id: int) -> torch.Tensor:
+    """EOS is not a candidate for the first ``min_new_tokens`` tokens (transformers' min_new_tokens)."""
+    if step < min_new_tokens:
+        logits = logits.clone()
+        logits[:, eos_id] = -float("inf")
+    return logits
+
+
+def greedy_uncached(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int,
+                    min_new_tokens: int = 0) -> torch.Tensor:
     """Reference greedy decoding without a KV cache: the full sequence is re-run at every step.
 
     Returns new token ids ``[B, <=max_new_tokens]``, ``pad_id`` after a sequence's EOS.
@@ -151,10 +160,10 @@ def greedy_uncached(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens
     embed = lm.get_input_embeddings()
     out_ids = []
     done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
         logits = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
-        next_ids = logits[:, -1].argmax(-1)  # [B]
+        next_ids = _no_eos_before(logits[:, -1], step, min_new_tokens, eos_id).argmax(-1)  # [B]
         next_ids = torch.where(done, torch.full_like(next_ids, pad_id), next_ids)
         out_ids.append(next_ids)
         done |= next_ids == eos_id
@@ -183,6 +192,7 @@ def greedy_cached(
     *,
     stop_strings: Sequence[str] = (),
     tokenizer: Any = None,
+    min_new_tokens: int = 0,
 ) -> torch.Tensor:
     """Greedy decoding that continues a KV ``cache`` (a transformers ``Cache``, updated in place).
 
@@ -202,7 +212,7 @@ def greedy_cached(
     done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
     out_ids: list[torch.Tensor] = []
     for step in range(max_new_tokens):
-        next_ids = out.logits[:, -1].argmax(-1)  # [B]
+        next_ids = _no_eos_before(out.logits[:, -1], step, min_new_tokens, eos_id).argmax(-1)  # [B]
         next_ids = torch.where(done, torch.full_like(next_ids, pad_id), next_ids)
         out_ids.append(next_ids)
         done |= next_ids == eos_id
@@ -228,6 +238,7 @@ def generate(
     stop_strings: Sequence[str] | str | None = None,
     batch_size: int | None = None,
     use_cache: bool = True,
+    min_new_tokens: int = 0,
     **generate_kwargs: Any,
 ) -> list[str]:
     """See :meth:`frozen.model.FrozenModel.generate`."""
@@ -245,6 +256,8 @@ def generate(
         stopping["stopping_criteria"] = StoppingCriteriaList(
             [*generate_kwargs.pop("stopping_criteria", []), stop_string_criteria(tok, stops)]
         )
+    if min_new_tokens > 0:
+        generate_kwargs["min_new_tokens"] = min_new_tokens
     was_training = model.training
     model.eval()
     texts: list[str] = []
@@ -266,7 +279,8 @@ def generate(
                     **stopping,
                 )
             else:
-                ids = greedy_uncached(model.lm, embeds, mask, max_new_tokens, tok.eos_token_id, tok.pad_token_id)
+                ids = greedy_uncached(model.lm, embeds, mask, max_new_tokens, tok.eos_token_id, tok.pad_token_id,
+                                      min_new_tokens=min_new_tokens)
             texts += [trim(t, stops) for t in tok.batch_decode(ids, skip_special_tokens=True)]
     finally:
         model.train(was_training)
@@ -293,6 +307,7 @@ def generate_shared(
     max_new_tokens: int = 20,
     stop_strings: Sequence[str] | str | None = None,
     batch_size: int | None = None,
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Greedy answers to ``support_prompt + query_prompts[i]``, encoding the shared support once.
 
@@ -323,7 +338,8 @@ def generate_shared(
     shared = min(min(_common_prefix(support_layout, full), len(full) - 1) for full in fulls)
     if shared <= 0:  # nothing to share: the plain path is the same computation
         return generate(model, [support + imgs for imgs in queries], [support_prompt + q for q in query_prompts],
-                        max_new_tokens=max_new_tokens, stop_strings=stops, batch_size=batch_size)
+                        max_new_tokens=max_new_tokens, stop_strings=stops, batch_size=batch_size,
+                        min_new_tokens=min_new_tokens)
     lm, device = model.lm, model.device
     was_training = model.training
     model.eval()
@@ -357,7 +373,7 @@ def generate_shared(
             batch_cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in support_kv],
                                        config=lm.config)
             ids = greedy_cached(lm, embeds, mask, position_ids, batch_cache, max_new_tokens, tok.eos_token_id,
-                                tok.pad_token_id, stop_strings=stops, tokenizer=tok)
+                                tok.pad_token_id, stop_strings=stops, tokenizer=tok, min_new_tokens=min_new_tokens)
             texts += [trim(t, stops) for t in tok.batch_decode(ids, skip_special_tokens=True)]
     finally:
         model.train(was_training)

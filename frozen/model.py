@@ -170,12 +170,14 @@ class FrozenModel(nn.Module):
         stop_strings: Sequence[str] | str | None = None,
         batch_size: int | None = None,
         use_cache: bool = True,
+        min_new_tokens: int = 0,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Answer interleaved prompts: ``prompts[i]`` has one ``<image>`` marker per image in ``images[i]``.
 
         Greedy (``num_beams=1``) or beam search, batched with left padding, KV-cached, cut at the
         first stop string (which is removed). Returns the generated text only, stripped.
+        ``min_new_tokens`` keeps EOS from ending an answer before that many tokens.
         """
         return generation.generate(
             self,
@@ -186,7 +188,32 @@ class FrozenModel(nn.Module):
             stop_strings=stop_strings,
             batch_size=batch_size,
             use_cache=use_cache,
+            min_new_tokens=min_new_tokens,
             **generate_kwargs,
+        )
+
+    def generate_shared(
+        self,
+        support_images: Sequence[Image.Image | torch.Tensor] | None,
+        support_prompt: str,
+        query_images: Sequence[Sequence[Image.Image | torch.Tensor]] | None,
+        query_prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 20,
+        stop_strings: Sequence[str] | str | None = None,
+        batch_size: int | None = None,
+        min_new_tokens: int = 0,
+    ) -> list[str]:
+        """Greedy answers to ``support_prompt + query_prompts[i]`` with the support computed once.
+
+        The same answers as :meth:`generate` on the concatenated prompts; the support's images go
+        through the encoder once and its embeddings through the LM once, and each batch of queries
+        continues a copy of that KV cache (one support set, many questions: fast concept binding).
+        """
+        return generation.generate_shared(
+            self, support_images, support_prompt, query_images, query_prompts,
+            max_new_tokens=max_new_tokens, stop_strings=stop_strings, batch_size=batch_size,
+            min_new_tokens=min_new_tokens,
         )
 
     # ------------------------------------------------------------------ save / load

@@ -210,6 +210,26 @@ def test_binding_episode_structure(ways, shots, category):
     assert Counter(ep.answer for ep in episodes) == {n: 6 for n in names}  # balanced answers
 
 
+def test_binding_several_queries_share_one_support_set():
+    single = build_easyvqa_binding(ways=3, shots=2, num_episodes=4, seed=3)
+    assert single == build_easyvqa_binding(ways=3, shots=2, num_episodes=4, seed=3, queries_per_episode=1)
+    assert all(ep.support_id is None for ep in single)
+    multi = build_easyvqa_binding(ways=3, shots=2, num_episodes=4, seed=3, queries_per_episode=5)
+    assert len(multi) == 4 * 5 and len({ep.episode_id for ep in multi}) == 20
+    labels = easyvqa_labels("test")
+    for e in range(4):
+        group = multi[5 * e : 5 * e + 5]
+        assert {ep.support_id for ep in group} == {single[e].episode_id}
+        assert all(ep.support is group[0].support for ep in group)  # one list: one support set
+        query_ids = [ep.metadata["query_image_id"] for ep in group]
+        assert len(set(query_ids)) == 5 and not set(query_ids) & set(group[0].metadata["support_image_ids"])
+        assert [ep.answer for ep in group] == [["dax", "blicket", "wug"][(e * 5 + j) % 3] for j in range(5)]
+        for ep, query_id in zip(group, query_ids):
+            assert ep.metadata["name_to_category"][ep.answer] == labels[query_id][1]
+    with pytest.raises(ValueError, match="queries_per_episode >= 1"):
+        build_easyvqa_binding(queries_per_episode=0)
+
+
 def test_binding_labels_agree_with_yes_no_questions():
     import easy_vqa
 

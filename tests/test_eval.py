@@ -140,3 +140,30 @@ def test_unknown_condition_and_missing_shards_are_clear_errors(export_dir, capti
         evaluate(cfg)
     with pytest.raises(Exception, match="holds no frozen_config.json"):
         evaluate(make_cfg(tmp_path, caption_data, tmp_path / "x"))
+
+
+def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path, monkeypatch):
+    """Several queries per binding support set: the harness reuses the support's KV cache and gets
+    the same predictions as generating every full prompt on its own."""
+    from frozen import FrozenModel
+    from frozen.eval.run import evaluate
+
+    task = EvalTaskConfig(kind="binding", ways=[2], inner_shots=[1], task_induction=[True], conditions=["image", "blind"],
+                          num_episodes=3, queries_per_episode=4, num_trials=1, max_new_tokens=3)
+    cfg = EvaluateConfig(eval=EvalSuiteConfig(name="shared", tasks={"bind": task}), load_path=str(export_dir),
+                         data_root=str(tmp_path), run_dir=str(tmp_path / "shared"), batch_size=3, device="cpu")
+    calls = []
+    original = FrozenModel.generate_shared
+    monkeypatch.setattr(FrozenModel, "generate_shared", lambda self, *a, **k: calls.append(len(a[3])) or original(self, *a, **k))
+    evaluate(cfg)
+    assert calls == [4] * 6  # 3 support sets x 2 conditions, 4 queries each
+    preds = [json.loads(line) for line in (tmp_path / "shared" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 24 and len({p["id"] for p in preds}) == 12
+
+    model = FrozenModel.from_pretrained(str(export_dir))
+    episodes = T.load_episodes(task, ways=2, shots=1, seed=0)
+    for condition in ("image", "blind"):
+        queries = list(T.episode_queries(episodes, induction=True, condition=condition))
+        alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3, stop_strings=["\n"])
+        got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition + "+induction"}
+        assert got == {q.id: text for q, text in zip(queries, alone)}

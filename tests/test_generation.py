@@ -135,3 +135,27 @@ def test_smollm2_gguf_loads_offline_and_knows_english(smollm2_dir):
     shuffled = "window mat birds the garden sat the of at out looked cat and on the in The the."
     assert ppl(english) < 30
     assert ppl(shuffled) > 4 * ppl(english)
+
+
+def test_min_new_tokens_keeps_eos_from_ending_an_answer_early(tiny_model):
+    """An LM that wants EOS at once (SmolLM2-Instruct after "A:") answers with exactly the minimum."""
+    eos = tiny_model.tokenizer.eos_token_id
+
+    def favour_eos(module, args, logits):  # [B, L, V]: EOS wins every step unless it is banned
+        logits = logits.clone()
+        logits[..., eos] += 1e4
+        return logits
+
+    tiny_model.lm.get_output_embeddings().register_forward_hook(favour_eos)
+    images = _images(3)
+    prompts = ["<image>Q: what shape? A:", "<image>This is a dax.\n<image>Q: What is this? A: This is a"]
+    imgs = [[images[0]], images[1:3]]
+    assert tiny_model.generate(imgs, prompts, max_new_tokens=5) == ["", ""]
+    forced = tiny_model.generate(imgs, prompts, max_new_tokens=5, min_new_tokens=2)
+    assert all(forced)
+    # Two tokens, then EOS: the same text as stopping after two tokens.
+    assert tiny_model.generate(imgs, prompts, max_new_tokens=2, min_new_tokens=2) == forced
+    assert tiny_model.generate(imgs, prompts, max_new_tokens=5, min_new_tokens=2, use_cache=False) == forced
+    shared = tiny_model.generate_shared([images[1]], "<image>This is a dax.\n", [[images[2]]] * 2,
+                                        ["<image>Q: What is this? A: This is a"] * 2, max_new_tokens=5, min_new_tokens=2)
+    assert shared == [forced[1]] * 2

@@ -72,6 +72,9 @@ class Episode:
     task_induction: str = ""
     answer_prefix: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Episodes with the same support_id share their support list (several queries about one
+    # support set); evaluation then runs the support through the LM once.
+    support_id: str | None = None
 
     @property
     def query_text(self) -> str:
@@ -302,6 +305,7 @@ def build_easyvqa_binding(
     seed: int = 0,
     names: Sequence[str] = NONSENSE_NAMES,
     category: str = "shape",
+    queries_per_episode: int = 1,
 ) -> list[Episode]:
     """Open-ended-miniImageNet-style binding episodes over easy-VQA images (task ``easyvqa_binding``).
 
@@ -314,13 +318,20 @@ def build_easyvqa_binding(
     cycles through ``names[:ways]`` so each name is the answer equally often (exactly when
     ``num_episodes`` is a multiple of ``ways``); chance is ``1 / ways``. Episode ``e`` depends only
     on (split, category, ways, shots, seed, e), not on ``num_episodes``.
+
+    ``queries_per_episode=q > 1`` asks q questions about each support set: q distinct query images
+    (none in the support), query j of episode e answering ``names[(e * q + j) % ways]``. They are
+    returned as q episodes sharing one ``support`` list and ``support_id`` (ids ``...-{e:05d}-q{j}``);
+    q = 1 gives exactly the single-query episodes.
     """
     if category not in ("shape", "color_shape"):
         raise ValueError(f"category must be 'shape' or 'color_shape', got {category!r}")
-    if ways < 2 or shots < 1 or num_episodes < 1:
+    if ways < 2 or shots < 1 or num_episodes < 1 or queries_per_episode < 1:
         raise ValueError(
-            f"need ways >= 2, shots >= 1, num_episodes >= 1; got ways={ways}, shots={shots}, num_episodes={num_episodes}"
+            f"need ways >= 2, shots >= 1, num_episodes >= 1, queries_per_episode >= 1; got ways={ways}, shots={shots}, "
+            f"num_episodes={num_episodes}, queries_per_episode={queries_per_episode}"
         )
+    q = queries_per_episode
     slot_names = list(names[:ways])
     if len(set(slot_names)) < ways:
         raise ValueError(f"{ways} ways need {ways} distinct names, got {list(names)}")
@@ -328,11 +339,12 @@ def build_easyvqa_binding(
     for image_id, (colour, shape, _) in easyvqa_labels(split).items():
         if shape is not None and (category == "shape" or colour is not None):
             pools.setdefault(shape if category == "shape" else f"{colour} {shape}", []).append(image_id)
-    # A category must be able to supply `shots` support images plus a distinct query.
-    eligible = sorted(c for c, ids in pools.items() if len(ids) > shots)
+    # A category must be able to supply `shots` support images plus its distinct queries.
+    need = shots + -(-q // ways)  # at most ceil(q / ways) queries per category
+    eligible = sorted(c for c, ids in pools.items() if len(ids) >= need)
     if len(eligible) < ways:
         raise ValueError(
-            f"easy-VQA {split} has {len(eligible)} {category} categories with more than {shots} images, fewer "
+            f"easy-VQA {split} has {len(eligible)} {category} categories with at least {need} images, fewer "
             f"than ways={ways}" + ("; category='color_shape' allows up to 24 ways" if category == "shape" else "")
         )
     labels = easyvqa_labels(split)
@@ -341,23 +353,27 @@ def build_easyvqa_binding(
     for e in range(num_episodes):
         rng = random.Random(f"easyvqa_binding/{split}/{category}/{ways}/{shots}/{seed}/{e}")
         chosen = rng.sample(eligible, ways)  # chosen[j] is called slot_names[j]
-        answer_slot = e % ways
-        support, query_id = [], -1
+        answer_slots = [(e * q + j) % ways for j in range(q)]  # q = 1: e % ways
+        support, queries = [], {}  # queries: answer slot -> its query image ids
         for j, cat in enumerate(chosen):
-            ids = rng.sample(pools[cat], shots + (j == answer_slot))
-            if j == answer_slot:
-                query_id = ids.pop()
-            support += [(i, f"This is a {slot_names[j]}.") for i in ids]
+            ids = rng.sample(pools[cat], shots + answer_slots.count(j))
+            queries[j] = ids[shots:]
+            support += [(i, f"This is a {slot_names[j]}.") for i in ids[:shots]]
         rng.shuffle(support)
-        episodes.append(Episode(
-            task="easyvqa_binding", episode_id=f"{split}-{category}-w{ways}-s{shots}-seed{seed}-{e:05d}",
-            support=[(labels[i][2], caption) for i, caption in support], query_image=labels[query_id][2],
-            question=NAMING_QUESTION, answer=slot_names[answer_slot], ways=ways, shots=shots,
-            task_induction=induction, answer_prefix=NAMING_ANSWER_PREFIX,
-            metadata={
-                "split": split, "category": category, "seed": seed,
-                "name_to_category": dict(zip(slot_names, chosen)),
-                "support_image_ids": [i for i, _ in support], "query_image_id": query_id,
-            },
-        ))
+        base_id = f"{split}-{category}-w{ways}-s{shots}-seed{seed}-{e:05d}"
+        shared_support = [(labels[i][2], caption) for i, caption in support]
+        for j, slot in enumerate(answer_slots):
+            query_id = queries[slot].pop(0)
+            episodes.append(Episode(
+                task="easyvqa_binding", episode_id=base_id if q == 1 else f"{base_id}-q{j}",
+                support=shared_support, query_image=labels[query_id][2],
+                question=NAMING_QUESTION, answer=slot_names[slot], ways=ways, shots=shots,
+                task_induction=induction, answer_prefix=NAMING_ANSWER_PREFIX,
+                metadata={
+                    "split": split, "category": category, "seed": seed,
+                    "name_to_category": dict(zip(slot_names, chosen)),
+                    "support_image_ids": [i for i, _ in support], "query_image_id": query_id,
+                },
+                support_id=base_id if q > 1 else None,
+            ))
     return episodes

@@ -8,6 +8,7 @@ mean and sample standard deviation over seeded trials (1 trial where nothing is 
 
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import nullcontext
 from typing import Any, Callable, Iterable
@@ -39,22 +40,47 @@ class Harness:
 
     # ------------------------------------------------------------------ plumbing
     def _generate(self, queries: Iterable[T.Query], task: EvalTaskConfig, stops: list[str]) -> list[dict[str, Any]]:
-        """Batched generation for this rank's queries; returns one record per query."""
+        """Batched generation for this rank's queries; returns one record per query.
+
+        Consecutive queries of one group (several questions about one support set) go through
+        ``generate_shared``: the support is encoded and run through the LM once, its KV cache
+        reused for every batch of queries. Greedy answers are the same either way (tested).
+        """
         records, batch = [], []
+
+        def record(q: T.Query, text: str) -> None:
+            records.append({"id": q.id, "prompt": q.prompt, "prediction": postprocess(text, task.max_answer_words),
+                            "raw": text, "target": q.target, **q.meta})
 
         def flush():
             with self.autocast:
                 texts = self.model.generate([q.images for q in batch], [q.prompt for q in batch],
-                                            max_new_tokens=task.max_new_tokens, stop_strings=stops)
+                                            max_new_tokens=task.max_new_tokens, stop_strings=stops,
+                                            min_new_tokens=task.min_new_tokens)
             for q, text in zip(batch, texts):
-                records.append({"id": q.id, "prompt": q.prompt, "prediction": postprocess(text, task.max_answer_words),
-                                "raw": text, "target": q.target, **q.meta})
+                record(q, text)
             batch.clear()
 
-        for query in queries:
-            batch.append(query)
-            if len(batch) == self.cfg.batch_size:
-                flush()
+        def shared(group: list[T.Query]) -> None:
+            first = group[0]
+            c, n = first.support_chars, first.support_images
+            with self.autocast:
+                texts = self.model.generate_shared(
+                    first.images[:n], first.prompt[:c], [q.images[n:] for q in group], [q.prompt[c:] for q in group],
+                    max_new_tokens=task.max_new_tokens, stop_strings=stops, batch_size=self.cfg.batch_size,
+                    min_new_tokens=task.min_new_tokens)
+            for q, text in zip(group, texts):
+                record(q, text)
+
+        for key, run in itertools.groupby(queries, key=lambda q: q.group):
+            run = list(run)
+            if key is not None and len(run) > 1:
+                shared(run)
+                continue
+            for query in run:
+                batch.append(query)
+                if len(batch) == self.cfg.batch_size:
+                    flush()
         if batch:
             flush()
         return records
@@ -171,7 +197,12 @@ class Harness:
                         cond = condition + ("+induction" if induction else "")
                         accs, n = [], 0
                         for trial, episodes in enumerate(episode_sets):
-                            mine = episodes[self.info.rank :: self.info.world_size]
+                            # Split whole support groups across ranks (a group is one episode when
+                            # each support set has a single query): item i -> rank i % world.
+                            groups = {key: i for i, key in enumerate(dict.fromkeys(
+                                ep.support_id or f"#{j}" for j, ep in enumerate(episodes)))}
+                            mine = [ep for j, ep in enumerate(episodes)
+                                    if groups[ep.support_id or f"#{j}"] % self.info.world_size == self.info.rank]
                             queries = T.episode_queries(mine, induction=induction, condition=condition)
                             records = self._gather(self._generate(queries, task, ["\n"]))
                             for r in records:

@@ -31,6 +31,11 @@ class Query:
     images: list[Any]  # [3, S, S] tensors or PIL images
     target: Any  # vqa: the answers list; caption: references; episode: the answer
     meta: dict[str, Any] = field(default_factory=dict)
+    # Queries with the same `group` start with the same support: prompt[:support_chars] and
+    # images[:support_images]. The harness then runs that support through the LM once.
+    group: str | None = None
+    support_chars: int = 0
+    support_images: int = 0
 
 
 def check_condition(condition: str, task_name: str) -> None:
@@ -131,7 +136,7 @@ def caption_queries(items: Sequence[Any], task: EvalTaskConfig, *, condition: st
 def load_episodes(task: EvalTaskConfig, *, ways: int, shots: int, seed: int) -> list[Episode]:
     if task.kind == "binding":
         return build_easyvqa_binding(split=task.split, ways=ways, shots=shots, num_episodes=task.num_episodes,
-                                     seed=seed, category=task.category)
+                                     seed=seed, category=task.category, queries_per_episode=task.queries_per_episode)
     if not task.root or not task.task:
         raise ValueError("a deepmind task needs root= (the extracted archives) and task= (e.g. open_ended_mi); "
                          "fetch them with scripts/download_fewshot.sh")
@@ -145,5 +150,8 @@ def episode_queries(episodes: Sequence[Episode], *, induction: bool, condition: 
     for ep in episodes:
         prompt, images = episode_prompt(ep, task_induction=induction, with_images=condition == "image",
                                         blind=condition == "blind")
+        query_line = prompt.rsplit("\n", 1)[-1]  # the last line is the query (see episode_prompt)
         yield Query(id=ep.episode_id, prompt=prompt, images=images, target=ep.answer,
-                    meta={"task": ep.task, "ways": ep.ways, "shots": ep.shots})
+                    meta={"task": ep.task, "ways": ep.ways, "shots": ep.shots},
+                    group=ep.support_id, support_chars=len(prompt) - len(query_line),
+                    support_images=len(images) - (condition != "blind"))
