@@ -88,6 +88,7 @@ class TrainConfig:
     num_nodes: int = 1
     per_gpu_batchsize: int | None = None  # micro-batch per process; None = batch_size / world size
     load_path: str | None = None  # a checkpoint (.pt) or run directory to resume from
+    init_from: str | None = None  # start from a trained export's weights (fresh optimizer, step 0)
     seed: int = 0
     run_dir: str | None = None  # default: Hydra's output dir (train.py) or outputs/run
     name: str = "frozen"

@@ -251,12 +251,15 @@ class FrozenModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> "FrozenModel":
-        """A Frozen export directory restores a trained model; an LM id or directory gives a new one.
+        """A Frozen export (or a training run directory holding ``export/``) restores a trained model;
+        an LM id or directory gives a new one.
 
         ``overrides`` set ModelConfig fields (``vision``, ``num_prefix_tokens``, ``image_size``, ...) or
         LMConfig fields with an ``lm_`` prefix (``lm_dtype="bfloat16"``).
         """
         path = Path(str(name_or_path)).expanduser()
+        if not (path / CONFIG_NAME).is_file() and (path / "export" / CONFIG_NAME).is_file():
+            path = path / "export"  # a training run directory: its final export
         if (path / CONFIG_NAME).is_file():
             saved = json.loads((path / CONFIG_NAME).read_text())
             if saved.get("format") != "frozen":
@@ -284,6 +287,17 @@ class FrozenModel(nn.Module):
                 f"{weights} does not match this model: missing {sorted(really_missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
                 "was it saved with another vision/mapper/k setting?"
             )
+
+
+def resolve_export(load_path: str | None) -> Path:
+    """A save_pretrained export, or a training run directory holding ``export/``."""
+    if not load_path:
+        raise FrozenConfigError("set load_path= to a trained export (a run directory or its export/ folder)")
+    path = Path(load_path).expanduser()
+    for candidate in (path, path / "export"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise FrozenConfigError(f"{load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/")
 
 
 def _apply_overrides(model_cfg: ModelConfig, lm_cfg: LMConfig, overrides: dict[str, Any]) -> tuple[ModelConfig, LMConfig]:

@@ -10,6 +10,7 @@ and the encoder; the optimizer only holds those trainable parameters.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import time
@@ -27,7 +28,7 @@ from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.data import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
 from frozen.logging import RunLogger, console
-from frozen.model import FrozenModel
+from frozen.model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):
@@ -96,6 +97,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         skip_counter.samples, skip_counter.truncated = state["data"]["samples"], state["data"]["truncated"]
         if len(state["rng"]) == info.world_size:  # same world size: restore each rank's own RNG
             ckpt.set_rng_state(state["rng"][info.rank])
+    elif cfg.init_from:
+        # Fine-tuning: a trained export's vision + mapper weights, fresh optimizer, step 0. A restart
+        # of this run resumes from its own checkpoint above and never reads init_from again.
+        source = resolve_export(cfg.init_from)
+        saved = json.loads((source / CONFIG_NAME).read_text())
+        _check_same_model(saved, _plain_config(cfg), source, "start from it with")
+        model.load_trainable_state(source / WEIGHTS_NAME)
+        if info.is_main:
+            console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
     if t.compile:
         model.vision.compile()  # in place: state_dict keys stay unchanged
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
@@ -307,16 +317,20 @@ _DATA_ORDER_KEYS = (
 )
 
 
+def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
+    for section in ("model", "lm"):
+        if saved.get(section) != now[section]:
+            diff = {k: (saved.get(section, {}).get(k), v) for k, v in now[section].items() if saved.get(section, {}).get(k) != v}
+            raise FrozenConfigError(
+                f"{path} was trained with a different {section} config {diff} (saved, now); "
+                f"{action} the same settings or start a new run directory"
+            )
+
+
 def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log) -> None:
     """A checkpoint only resumes the same model (error); other data order settings only warn."""
     now = _plain_config(cfg)
-    for section in ("model", "lm"):
-        if saved.get(section) != now[section]:
-            diff = {k: (saved[section].get(k), v) for k, v in now[section].items() if saved.get(section, {}).get(k) != v}
-            raise FrozenConfigError(
-                f"{path} was trained with a different {section} config {diff} (saved, now); "
-                "resume with the same settings or start a new run directory"
-            )
+    _check_same_model(saved, now, path, "resume with")
     for keys in _DATA_ORDER_KEYS:
         old, new = saved, now
         for k in keys:

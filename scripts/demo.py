@@ -1,9 +1,10 @@
 """`make demo`: the paper's table in miniature, offline, on a CPU.
 
 1. easy-VQA shards (reused when present),
-2. train `frozen` (captions only) and `frozen_vqa` (captions + VQA questions) with the regular
-   train.py and the `demo_frozen` / `demo_frozen_vqa` experiment presets (a finished run in
-   outputs/demo/<model> is resumed, i.e. not retrained: delete it to train again),
+2. train `frozen` (captions only, from scratch) and then `frozen_vqa` (frozen's weights, fine-tuned
+   on captions + VQA questions) with the regular train.py and the `demo_frozen` / `demo_frozen_vqa`
+   experiment presets (a finished run in outputs/demo/<model> is resumed, i.e. not retrained:
+   delete it to train again),
 3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
    2-way fast binding, each beside its blind baseline,
 4. write outputs/demo/results.json, outputs/demo/samples.png and print one table + the timings.
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
+INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
 CHANCE = {"easyvqa_binding_2way": 0.5}
 
 
@@ -147,6 +149,8 @@ def main() -> None:
         console.print(f"[dim]reusing shards in {data_root / 'easyvqa'}[/dim]")
     for model, preset in MODELS.items():
         overrides = [f"experiment={preset}", f"run_dir={out / model}", f"data_root={data_root}", *extra]
+        if model in INIT_FROM:
+            overrides.append(f"init_from={out / INIT_FROM[model] / 'export'}")
         if args.max_steps:
             overrides.append(f"trainer.max_steps={args.max_steps}")
         run([py, "train.py", *overrides], f"train {model}", timings)

@@ -61,6 +61,7 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     weights = (export_dir / "model.safetensors").read_bytes()
     assert results["checkpoint_sha256"] == hashlib.sha256(weights).hexdigest()
     assert results["config"]["eval"]["name"] == "tiny" and "git_commit" in results
+    assert set(results["timings_s"]) == {"caps", "vqa", "bind"} and all(v > 0 for v in results["timings_s"].values())
     # every prediction kept: 24 questions x (1 + 2 + 2 + 2 + 2 trials of shots/conditions) ...
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     vqa_preds = [p for p in preds if p["task"] == "vqa"]

@@ -205,3 +205,10 @@ def test_activation_checkpointing_can_be_switched_off(tiny_model):
     assert tiny_model.lm.transformer.h[0].forward.args[0].__func__ is layer_cls.forward
     tiny_model.enable_activation_checkpointing(False)
     assert not any("forward" in vars(layer) for layer in tiny_model.lm.transformer.h)
+
+
+def test_from_pretrained_accepts_a_training_run_directory(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "run" / "export")
+    restored = FrozenModel.from_pretrained(tmp_path / "run")
+    for name, tensor in tiny_model.trainable_state_dict().items():
+        assert torch.equal(restored.trainable_state_dict()[name], tensor)

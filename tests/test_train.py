@@ -277,3 +277,26 @@ def test_wandb_offline_run_is_written_and_finished(tmp_path, caption_data, tiny_
     import wandb
 
     assert wandb.run is None, "the run must be finished (Hydra multirun starts the next one)"
+
+
+def test_init_from_an_export_starts_from_its_weights(tmp_path, caption_data, tiny_gpt2):
+    from frozen.errors import FrozenConfigError
+    from frozen.train import train
+
+    first = make_cfg(tmp_path / "first", caption_data, tiny_gpt2, max_steps=3)
+    train(first)
+    # A tiny learning rate: the fine-tuned weights stay those of the export, not a fresh init.
+    tuned = dataclasses.replace(make_cfg(tmp_path / "tuned", caption_data, tiny_gpt2, max_steps=2, lr=1e-12),
+                                init_from=str(tmp_path / "first"))
+    train(tuned)
+    a, b = trained_weights(first.run_dir), trained_weights(tuned.run_dir)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-6)
+    fresh = make_cfg(tmp_path / "fresh", caption_data, tiny_gpt2, max_steps=2, lr=1e-12)
+    train(fresh)
+    assert any((trained_weights(fresh.run_dir)[n] - a[n]).abs().max() > 1e-3 for n in a)
+    assert sorted(losses(tuned.run_dir)) == [1, 2]  # step count starts at 0
+    other = dataclasses.replace(tuned, run_dir=str(tmp_path / "other"),
+                                model=dataclasses.replace(tuned.model, num_prefix_tokens=3))
+    with pytest.raises(FrozenConfigError, match="num_prefix_tokens"):
+        train(other)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,7 @@ from frozen.errors import FrozenConfigError
 from frozen.eval.harness import Harness
 from frozen.eval.report import print_table, write_results
 from frozen.logging import RunLogger, console
-from frozen.model import CONFIG_NAME, FrozenModel
-
-
-def resolve_export(load_path: str | None) -> Path:
-    """A save_pretrained export, or a training run directory holding ``export/``."""
-    if not load_path:
-        raise FrozenConfigError("set load_path= to a trained export (a run directory or its export/ folder)")
-    path = Path(load_path).expanduser()
-    for candidate in (path, path / "export"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    raise FrozenConfigError(f"load_path={load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/")
+from frozen.model import FrozenModel, resolve_export
 
 
 def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
@@ -43,10 +33,16 @@ def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
         torch.manual_seed(cfg.seed)
         model = FrozenModel.from_pretrained(export).to(info.device).eval()
         harness = Harness(model, cfg, info, log=logger.print if info.is_main else (lambda *_: None))
+        timings: dict[str, float] = {}
         for name, task in tasks.items():
+            start = time.perf_counter()
             harness.run(name, task)
+            timings[name] = round(time.perf_counter() - start, 2)
+            if info.is_main:
+                logger.print(f"{name}: {timings[name]:.0f} s")
         if info.is_main:
-            out = write_results(run_dir, harness.rows, harness.predictions, config=dataclasses.asdict(cfg), checkpoint=export)
+            out = write_results(run_dir, harness.rows, harness.predictions, config=dataclasses.asdict(cfg), checkpoint=export,
+                                extra={"timings_s": timings})
             print_table(harness.rows, title=f"{cfg.eval.name}: {export}", console=console)
             logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
             logger.table("eval/results", 0, list(harness.rows[0]), [list(r.values()) for r in harness.rows])
