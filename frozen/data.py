@@ -26,7 +26,6 @@ import glob
 import json
 import os
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,19 +395,7 @@ def iter_eval_samples(shards: str | Sequence[str], *, image_size: int, rank: int
         yield from item["examples"]
 
 
-def measure_throughput(loader: Iterable[dict[str, Any]], num_batches: int, warmup_batches: int = 2) -> float:
-    """Samples per second over ``num_batches`` batches, after ``warmup_batches`` (worker start-up)."""
-    iterator = iter(loader)
-    for _ in range(warmup_batches):
-        next(iterator)
-    samples, start = 0, time.perf_counter()
-    for _ in range(num_batches):
-        samples += len(next(iterator)["keys"])
-    return samples / (time.perf_counter() - start)
-
-
 __all__ = [
     "DataConfig", "Example", "SkipCounter", "Collator", "ShardLoader", "TrainStream", "EvalStream",
     "resolve_shards", "dataset_size", "build_train_loader", "build_eval_loader", "iter_eval_samples",
-    "measure_throughput",
 ]

@@ -13,7 +13,7 @@ import resource
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from PIL import Image
@@ -118,6 +118,17 @@ def set_lm_weight_grads(model: Any, enabled: bool) -> None:
         p.requires_grad_(enabled)
         if not enabled:
             p.grad = None
+
+
+def measure_throughput(loader: Iterable[dict[str, Any]], num_batches: int, warmup_batches: int = 2) -> float:
+    """Samples per second over ``num_batches`` batches, after ``warmup_batches`` (worker start-up)."""
+    iterator = iter(loader)
+    for _ in range(warmup_batches):
+        next(iterator)
+    samples, start = 0, time.perf_counter()
+    for _ in range(num_batches):
+        samples += len(next(iterator)["keys"])
+    return samples / (time.perf_counter() - start)
 
 
 def synchronize(device: torch.device) -> None:

@@ -315,9 +315,10 @@ def bench_batched(args: argparse.Namespace, lm: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ data
 def bench_data_loader(args: argparse.Namespace, lm: str, train: dict[str, Any] | None) -> dict[str, Any]:
-    from frozen.data import DataConfig, build_train_loader, measure_throughput, resolve_shards
+    from frozen.data import DataConfig, build_train_loader, resolve_shards
     from frozen.errors import DataError
     from frozen.lm import load_tokenizer, resolve_lm_path
+    from frozen.perf import measure_throughput
 
     cfg = DataConfig(train_shards=args.shards, data_root=args.data_root, num_workers=2)
     try:

@@ -108,7 +108,7 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
             replies = frozen.generate([[ex.image] for ex in picks], [f"<image>Q: {ex.meta['question']} A:" for ex in picks],
                                       max_new_tokens=4, stop_strings=["\n"])
         answers[model] = list(zip(captions, replies))
-    cell_w, img_px, text_h, cols = 300, 128, 118, 4
+    cell_w, img_px, text_h, cols = 300, 128, 140, 4
     rows = (len(picks) + cols - 1) // cols
     grid = Image.new("RGB", (cell_w * cols, (img_px + text_h) * rows), "white")
     draw = ImageDraw.Draw(grid)
@@ -117,9 +117,9 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
         image = Image.fromarray((ex.image.permute(1, 2, 0) * 255).byte().numpy()).resize((img_px, img_px), Image.NEAREST)
         x, y = (i % cols) * cell_w, (i // cols) * (img_px + text_h)
         grid.paste(image, (x + (cell_w - img_px) // 2, y))
-        lines = [f"Q: {ex.meta['question']}  (truth: {ex.meta['answers'][0]})"]
+        lines = [f"Q: {ex.meta['question']}", f"truth: {ex.meta['answers'][0]}"]
         for model, pairs in answers.items():
-            caption, reply = pairs[i]
+            caption, reply = (text.strip() or "(empty: stopped at newline)" for text in pairs[i])
             lines += [f"{model} caption: {caption}", f"{model} answer: {reply}"]
         for j, line in enumerate(lines):
             draw.text((x + 6, y + img_px + 6 + 21 * j), line[:46], fill="black", font=font)

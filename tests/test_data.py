@@ -26,10 +26,10 @@ from frozen.data import (
     build_train_loader,
     dataset_size,
     iter_eval_samples,
-    measure_throughput,
     resolve_shards,
 )
 from frozen.errors import DataError, FrozenConfigError
+from frozen.perf import measure_throughput
 from frozen.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
 from frozen.shards import ShardSink
 from tiny import tiny_tokenizer
