@@ -183,6 +183,27 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def cpu_times() -> list[int] | None:
+    """The aggregate ``cpu`` line of /proc/stat in ticks (user nice system idle iowait irq softirq
+    steal ...), or None where there is no /proc/stat (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    return [int(v) for v in fields[1:]] if fields and fields[0] == "cpu" else None
+
+
+def steal_fraction(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time between two :func:`cpu_times` readings that the hypervisor gave to other
+    guests (field 8, "steal"): on a shared VM, the factor by which wall-clock timings are inflated."""
+    if before is None or after is None or min(len(before), len(after)) < 8:
+        return None
+    delta = [a - b for a, b in zip(after[:8], before[:8])]  # guest time (fields 9-10) is inside user
+    total = sum(delta)
+    return delta[7] / total if total > 0 else None
+
+
 def native_bf16(device: torch.device) -> bool:
     """bf16 matmuls in hardware: a bf16-capable GPU, or a CPU with AVX512-BF16 / AMX."""
     if device.type == "cuda":

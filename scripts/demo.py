@@ -33,6 +33,7 @@ CHANCE = {"easyvqa_binding_2way": 0.5}
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
     from frozen.logging import console
+    from frozen.perf import cpu_times, steal_fraction
 
     console.rule(f"[bold]{what}")
     console.print("[dim]$ " + " ".join(cmd) + "[/dim]")
@@ -139,7 +140,7 @@ def main() -> None:
     from frozen.eval.report import results_table  # noqa: F401  (import check before long work)
     from frozen.logging import console
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
     out, data_root = REPO / args.out, REPO / args.data_root
     py = sys.executable
@@ -167,13 +168,17 @@ def main() -> None:
     grid = samples_grid(out, data_root)
     timings["samples.png"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
+    steal = steal_fraction(cpu_start, cpu_times())
     results = {"rows": rows, "timings_s": timings, "models": {m: str(out / m / "export") for m in MODELS},
-               "machine": f"{os.cpu_count()} CPU cores"}
+               "machine": f"{os.cpu_count()} CPU cores", "cpu_steal": steal}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(summary_table(rows))
     console.print(f"wrote {out / 'results.json'} and {grid}")
     console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
+    if steal is not None:  # a shared VM: other guests' load shows up as steal, not as our CPU time
+        console.print(f"CPU steal during the run: {steal:.0%} of CPU time went to other guests of this host"
+                      + (" (the timings above are inflated by it)" if steal > 0.05 else ""))
 
 
 if __name__ == "__main__":

@@ -196,3 +196,16 @@ def test_bench_skips_missing_shards(tmp_path):
                 "--data-root", str(tmp_path / "nowhere")])
     entry = json.loads(out.read_text())["entries"]["data_loader"]
     assert "make_shards.py easyvqa" in entry["skipped"]
+
+
+def test_steal_fraction_reads_the_hypervisor_share():
+    from frozen.perf import cpu_times, steal_fraction
+
+    before = [100, 0, 50, 800, 0, 0, 0, 50, 7, 0]
+    after = [200, 0, 100, 900, 0, 0, 0, 150, 90, 0]  # guest ticks (field 9) are not counted twice
+    assert steal_fraction(before, after) == pytest.approx(100 / 350)
+    assert steal_fraction(before, before) is None and steal_fraction(None, after) is None
+    assert steal_fraction(before[:5], after[:5]) is None
+    now = cpu_times()
+    if now is not None:  # Linux: /proc/stat has at least the 8 classic fields, counting up
+        assert len(now) >= 8 and all(v >= 0 for v in now)
