@@ -33,7 +33,6 @@ CHANCE = {"easyvqa_binding_2way": 0.5}
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
     from frozen.logging import console
-    from frozen.perf import cpu_times, steal_fraction
 
     console.rule(f"[bold]{what}")
     console.print("[dim]$ " + " ".join(cmd) + "[/dim]")
@@ -139,6 +138,7 @@ def main() -> None:
 
     from frozen.eval.report import results_table  # noqa: F401  (import check before long work)
     from frozen.logging import console
+    from frozen.perf import cpu_times, steal_fraction
 
     start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
