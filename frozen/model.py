@@ -257,10 +257,8 @@ class FrozenModel(nn.Module):
         ``overrides`` set ModelConfig fields (``vision``, ``num_prefix_tokens``, ``image_size``, ...) or
         LMConfig fields with an ``lm_`` prefix (``lm_dtype="bfloat16"``).
         """
-        path = Path(str(name_or_path)).expanduser()
-        if not (path / CONFIG_NAME).is_file() and (path / "export" / CONFIG_NAME).is_file():
-            path = path / "export"  # a training run directory: its final export
-        if (path / CONFIG_NAME).is_file():
+        path = find_export(name_or_path)
+        if path is not None:
             saved = json.loads((path / CONFIG_NAME).read_text())
             if saved.get("format") != "frozen":
                 raise FrozenConfigError(f"{path / CONFIG_NAME} is not a Frozen export (format={saved.get('format')!r})")
@@ -289,14 +287,23 @@ class FrozenModel(nn.Module):
             )
 
 
-def resolve_export(load_path: str | None) -> Path:
-    """A save_pretrained export, or a training run directory holding ``export/``."""
-    if not load_path:
-        raise FrozenConfigError("set load_path= to a trained export (a run directory or its export/ folder)")
-    path = Path(load_path).expanduser()
+def find_export(path: str | Path) -> Path | None:
+    """``path`` if it is a save_pretrained export, ``path/export`` if it is a training run directory
+    holding one, else None (e.g. an LM hub id)."""
+    path = Path(str(path)).expanduser()
     for candidate in (path, path / "export"):
         if (candidate / CONFIG_NAME).is_file():
             return candidate
+    return None
+
+
+def resolve_export(load_path: str | None) -> Path:
+    """A save_pretrained export, or a training run directory holding ``export/``; an error otherwise."""
+    if not load_path:
+        raise FrozenConfigError("set load_path= to a trained export (a run directory or its export/ folder)")
+    export = find_export(load_path)
+    if export is not None:
+        return export
     raise FrozenConfigError(f"{load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/")
 
 
