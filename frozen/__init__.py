@@ -5,7 +5,7 @@
     >>> output = frozen(img, tokens)          # output.loss, output.logits
 """
 
-from frozen.model import FrozenModel, FrozenOutput
+from frozen.model.frozen_model import FrozenModel, FrozenOutput
 
 __all__ = ["FrozenModel", "FrozenOutput"]
 __version__ = "0.1.0"

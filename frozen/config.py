@@ -14,6 +14,42 @@ from frozen.errors import FrozenConfigError
 
 
 @dataclass
+class DataConfig:
+    """Data settings (a Hydra structured config). Patterns are relative to ``data_root``."""
+
+    train_shards: str  # brace pattern(s), "::"-separated, e.g. "easyvqa/captions-train-{000000..000003}.tar"
+    val_shards: str | None = None
+    data_root: str = "data"
+    caption_template: str = " {caption}"  # target text of a caption sample
+    vqa_prompt: str = " Q: {question} A:"  # prompt (not trained on) of a VQA sample
+    vqa_target: str = " {answer}"  # target text of a VQA sample
+    max_length: int = 64  # tokens per example, EOS included
+    shuffle_buffer: int = 1000  # examples per worker; <= 1 disables shuffling
+    num_workers: int = 2  # DataLoader workers per rank (0: everything in the main process)
+    per_image_caption: str = "random"  # "random" or "first" caption when a sample holds several
+    prefetch_factor: int = 2  # batches prefetched per worker
+
+    def __post_init__(self) -> None:
+        if self.per_image_caption not in ("random", "first"):
+            raise FrozenConfigError(f"per_image_caption must be 'random' or 'first', got {self.per_image_caption!r}")
+        if self.max_length < 2:
+            raise FrozenConfigError(f"max_length must be >= 2, got {self.max_length}")
+        if self.num_workers < 0 or self.prefetch_factor < 1 or self.shuffle_buffer < 0:
+            raise FrozenConfigError("num_workers and shuffle_buffer must be >= 0 and prefetch_factor >= 1")
+        for name, template, field_name in (
+            ("caption_template", self.caption_template, "caption"),
+            ("vqa_prompt", self.vqa_prompt, "question"),
+            ("vqa_target", self.vqa_target, "answer"),
+        ):
+            try:
+                template.format(**{field_name: "x"})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise FrozenConfigError(
+                    f"{name}={template!r} must only use the field {{{field_name}}} ({exc})"
+                ) from None
+
+
+@dataclass
 class ModelConfig:
     """The trainable side: vision backbone and prefix mapper."""
 
@@ -79,7 +115,7 @@ class LoggerConfig:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lm: LMConfig = field(default_factory=LMConfig)
-    data: Any = None  # frozen.data.DataConfig (typed there, registered below)
+    data: Any = None  # DataConfig (registered as the data group schema below)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The original README's arguments, kept as top-level keys.
@@ -192,7 +228,6 @@ def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore; YAML in conf/ extends them."""
     from hydra.core.config_store import ConfigStore
 
-    from frozen.data import DataConfig
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)

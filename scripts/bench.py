@@ -34,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from frozen import perf  # noqa: E402
+import benchlib as perf  # noqa: E402  (scripts/benchlib.py: helpers that live with the benchmark)
 
 ENTRIES = ("train_step", "fewshot_shared_support", "batched_generation", "data_loader")
 DEFAULT_LM = "smollm2-135m-instruct-gguf"
@@ -237,7 +237,7 @@ def bench_train_step(args: argparse.Namespace, lm: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ generation
 def bench_fewshot(args: argparse.Namespace, lm: str) -> dict[str, Any]:
-    from frozen.generation import generate_shared
+    from frozen.model.generation import generate_shared
 
     model = load_generation_model(args, lm)
     support_images, support_prompt, query_images, query_prompts = perf.fewshot_inputs(args.queries)
@@ -315,10 +315,11 @@ def bench_batched(args: argparse.Namespace, lm: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ data
 def bench_data_loader(args: argparse.Namespace, lm: str, train: dict[str, Any] | None) -> dict[str, Any]:
-    from frozen.data import DataConfig, build_train_loader, resolve_shards
+    from frozen.config import DataConfig
+    from frozen.data.pipeline import build_train_loader, resolve_shards
     from frozen.errors import DataError
-    from frozen.lm import load_tokenizer, resolve_lm_path
-    from frozen.perf import measure_throughput
+    from frozen.model.lm import load_tokenizer, resolve_lm_path
+    from benchlib import measure_throughput
 
     cfg = DataConfig(train_shards=args.shards, data_root=args.data_root, num_workers=2)
     try:

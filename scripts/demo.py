@@ -32,7 +32,7 @@ CHANCE = {"easyvqa_binding_2way": 0.5}
 
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
-    from frozen.logging import console
+    from frozen.train.logging import console
 
     console.rule(f"[bold]{what}")
     console.print("[dim]$ " + " ".join(cmd) + "[/dim]")
@@ -90,7 +90,8 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     from PIL import Image, ImageDraw, ImageFont
 
     from frozen import FrozenModel
-    from frozen.data import DataConfig, iter_eval_samples
+    from frozen.config import DataConfig
+    from frozen.data.pipeline import iter_eval_samples
 
     cfg = DataConfig(train_shards="", data_root=str(data_root), num_workers=0)
     picks, seen = [], set()
@@ -137,8 +138,8 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
 
     from frozen.eval.report import results_table  # noqa: F401  (import check before long work)
-    from frozen.logging import console
-    from frozen.perf import cpu_times, steal_fraction
+    from frozen.train.logging import console
+    from benchlib import cpu_times, steal_fraction
 
     start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}

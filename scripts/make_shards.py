@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from frozen.convert import WriteOptions, convert_captions, convert_coco, convert_vqa
-from frozen.easyvqa_shards import convert_easyvqa
+from frozen.prep.convert import WriteOptions, convert_captions, convert_coco, convert_vqa
+from frozen.prep.easyvqa import convert_easyvqa
 from frozen.errors import FrozenError
-from frozen.shards import DEFAULT_MAX_COUNT, DEFAULT_MAX_SIZE, ConvertReport
+from frozen.prep.shards import DEFAULT_MAX_COUNT, DEFAULT_MAX_SIZE, ConvertReport
 
 T = TypeVar("T")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)

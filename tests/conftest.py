@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
+# scripts/benchlib.py (benchmark helpers) is not part of the library; tests import it from there.
+sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -42,7 +44,7 @@ def tiny_model(tiny_gpt2):
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The packaged SmolLM2-135M-Instruct, converted once to safetensors in the user cache."""
-    from frozen.lm import convert_packaged_gguf
+    from frozen.model.lm import convert_packaged_gguf
 
     return convert_packaged_gguf("smollm2-135m-instruct-gguf")
 

@@ -1,6 +1,6 @@
 """Tiny offline stand-ins for hub assets: a byte-level BPE tokenizer and random GPT-2/Llama/OPT LMs.
 
-Built in seconds, saved with ``save_pretrained`` so the real loading code (``frozen.lm``) reads them
+Built in seconds, saved with ``save_pretrained`` so the real loading code (``frozen.model.lm``) reads them
 exactly as it reads a hub checkout. Like GPT-2, the tokenizer has no pad token.
 """
 

@@ -1,6 +1,9 @@
-"""Evaluation: official VQA / captioning metrics (:mod:`frozen.eval.metrics`) and few-shot episode
-sets with their prompt rendering (:mod:`frozen.eval.episodes`).
+"""Evaluation: metrics with the official code's behaviour (``metrics``), few-shot episode sets
+(``episodes``), query building per task kind (``tasks``), the harness that generates and gathers
+(``harness``), results files and tables (``report``) and the entry point (``run.evaluate``).
 
 Submodules are imported explicitly (``from frozen.eval.metrics import vqa_accuracy``) so that using
 one does not pay for the other's imports.
+May import: ``frozen.config``, ``frozen.errors``, ``frozen.model``, ``frozen.data``,
+``frozen.train.dist`` / ``frozen.train.logging`` (process groups and console). Never ``frozen.train.loop``.
 """

@@ -2,7 +2,7 @@
 
 An :class:`Episode` is a support set of (image, caption) pairs shown in prompt order, then a query
 image with a question; :func:`episode_prompt` renders it as text with ``<image>`` markers (see
-:mod:`frozen.prompts`) plus the list of images, in the paper's format::
+:mod:`frozen.model.prompts`) plus the list of images, in the paper's format::
 
     Answer with dax or blicket.                      <- task induction (optional)
     <image>This is a dax.                            <- support, (1 + repeats) times over
@@ -33,7 +33,7 @@ from typing import Any, Sequence, Union
 from PIL import Image
 
 from frozen.errors import DataError
-from frozen.prompts import IMAGE_MARKER
+from frozen.model.prompts import IMAGE_MARKER
 
 ImageRef = Union[str, os.PathLike, Image.Image]
 """An image path (loaded lazily) or an already loaded PIL image."""

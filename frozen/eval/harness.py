@@ -15,12 +15,12 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from frozen import dist
+from frozen.train import dist
 from frozen.config import EvalTaskConfig, EvaluateConfig
-from frozen.data import DataConfig
+from frozen.config import DataConfig
 from frozen.eval import tasks as T
 from frozen.eval.metrics import caption_scores, exact_match, mean_std, vqa_accuracy
-from frozen.model import FrozenModel
+from frozen.model.frozen_model import FrozenModel
 
 
 def postprocess(text: str, max_words: int | None) -> str:
@@ -164,7 +164,7 @@ class Harness:
     @torch.no_grad()
     def perplexity(self, items: list[Any]) -> float:
         """exp(mean caption-token cross-entropy) with the image prefix, over all ranks' items."""
-        from frozen.collate import Collator
+        from frozen.data.collate import Collator
 
         collate = Collator(self.model.tokenizer, self.data.max_length)
         totals = torch.zeros(2, dtype=torch.float64)  # [summed CE, target tokens]

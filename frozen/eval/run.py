@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from frozen import dist
+from frozen.train import dist
 from frozen.config import EvaluateConfig
 from frozen.errors import FrozenConfigError
 from frozen.eval.harness import Harness
 from frozen.eval.report import print_table, write_results
-from frozen.logging import RunLogger, console
-from frozen.model import FrozenModel, resolve_export
+from frozen.train.logging import RunLogger, console
+from frozen.model.frozen_model import FrozenModel, resolve_export
 
 
 def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:

@@ -16,10 +16,11 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from frozen.config import EvalTaskConfig
-from frozen.data import DataConfig, iter_eval_samples
+from frozen.config import DataConfig
+from frozen.data.pipeline import iter_eval_samples
 from frozen.eval.episodes import Episode, build_easyvqa_binding, episode_prompt, load_deepmind_task
-from frozen.prompts import IMAGE_MARKER, query_rng, render, sample_shots
-from frozen.samples import vqa_answer
+from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
+from frozen.data.samples import vqa_answer
 
 CONDITIONS = ("image", "blind", "text_demos")
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from PIL import Image
 
-from frozen.prompts import split_prompt
-from frozen.vision import check_images
+from frozen.model.prompts import split_prompt
+from frozen.model.vision import check_images
 
 if TYPE_CHECKING:
-    from frozen.model import FrozenModel
+    from frozen.model.frozen_model import FrozenModel
 
 ImageInput = Image.Image | torch.Tensor
 # A prompt's layout: one entry per text token (its id, >= 0) or per image (-(1 + its index in the

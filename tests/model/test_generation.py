@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from frozen.generation import embed_prompts, left_pad, trim
-from frozen.prompts import sample_shots, query_rng, split_prompt
+from frozen.model.generation import embed_prompts, left_pad, trim
+from frozen.model.prompts import sample_shots, query_rng, split_prompt
 
 
 def _images(n, size=32, seed=0):
@@ -119,7 +119,7 @@ def test_smollm2_gguf_loads_offline_and_knows_english(smollm2_dir):
     """The packaged SmolLM2 (GGUF -> cached safetensors) scores English far better than shuffled words."""
     import time
 
-    from frozen.lm import load_lm
+    from frozen.model.lm import load_lm
 
     start = time.perf_counter()
     lm, tok = load_lm("smollm2-135m-instruct-gguf")

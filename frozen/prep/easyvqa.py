@@ -19,9 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from frozen.convert import Sample, WriteOptions, write_samples
+from frozen.prep.convert import Sample, WriteOptions, write_samples
 from frozen.errors import DataError
-from frozen.shards import ConvertReport, make_key, read_image_file
+from frozen.prep.shards import ConvertReport, make_key, read_image_file
 
 COLORS = ("red", "green", "blue", "yellow", "gray", "teal", "black", "brown")
 SHAPES = ("circle", "rectangle", "triangle")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from frozen.config import EvalSuiteConfig, EvalTaskConfig, EvaluateConfig
-from frozen.data import DataConfig, iter_eval_samples
+from frozen.config import DataConfig
+from frozen.data.pipeline import iter_eval_samples
 from frozen.eval import tasks as T
 from frozen.eval.report import ROW_KEYS
 
@@ -71,7 +72,7 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
 
 def test_two_ranks_give_the_same_records_as_one(export_dir, caption_data, tmp_path):
     """Exact distributed evaluation: split by index, gathered, no duplicates or drops."""
-    from frozen import dist
+    from frozen.train import dist
     from frozen.eval.run import evaluate
 
     evaluate(make_cfg(export_dir, caption_data, tmp_path / "one"))

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from frozen.config import LMConfig, LoggerConfig, ModelConfig, TrainConfig, TrainerConfig
-from frozen.data import DataConfig
+from frozen.config import DataConfig
 from frozen.errors import FrozenConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_cfg(run_dir, data_root, lm_dir, **trainer) -> TrainConfig:
@@ -53,7 +53,7 @@ def trained_weights(run_dir) -> dict[str, torch.Tensor]:
 
 def test_short_run_lowers_loss_checkpoints_and_exports(tmp_path, caption_data, tiny_gpt2):
     from frozen import FrozenModel
-    from frozen.train import train
+    from frozen.train.loop import train
 
     cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=30, ckpt_every=10, keep_last=2, val_every=15)
     result = train(cfg)
@@ -71,7 +71,7 @@ def test_short_run_lowers_loss_checkpoints_and_exports(tmp_path, caption_data, t
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     full = make_cfg(tmp_path / "full", caption_data, tiny_gpt2, max_steps=8)
     train(full)
@@ -91,7 +91,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, caption_data, tin
 
 
 def test_load_path_resumes_into_a_new_directory(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     first = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=3)
     train(first)
@@ -101,7 +101,7 @@ def test_load_path_resumes_into_a_new_directory(tmp_path, caption_data, tiny_gpt
 
 
 def test_resume_with_another_model_config_fails(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     cfg = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=2)
     train(cfg)
@@ -111,14 +111,14 @@ def test_resume_with_another_model_config_fails(tmp_path, caption_data, tiny_gpt
 
 
 def _train_in_worker(cfg):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     train(cfg)
 
 
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, caption_data, tiny_gpt2):
-    from frozen import dist
-    from frozen.train import train
+    from frozen.train import dist
+    from frozen.train.loop import train
 
     one = make_cfg(tmp_path / "one", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
     train(one)
@@ -135,7 +135,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, cap
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     big = make_cfg(tmp_path / "big", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
     acc = dataclasses.replace(make_cfg(tmp_path / "acc", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
@@ -162,8 +162,8 @@ def _nan_on_calls(forward, bad):
 
 
 def test_nonfinite_step_is_skipped_and_counted(tmp_path, caption_data, tiny_gpt2, monkeypatch):
-    from frozen.model import FrozenModel
-    from frozen.train import train
+    from frozen.model.frozen_model import FrozenModel
+    from frozen.train.loop import train
 
     monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {3}))
     result = train(make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=5))
@@ -173,8 +173,8 @@ def test_nonfinite_step_is_skipped_and_counted(tmp_path, caption_data, tiny_gpt2
 
 
 def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, caption_data, tiny_gpt2, monkeypatch):
-    from frozen.model import FrozenModel
-    from frozen.train import NonFiniteLossError, train
+    from frozen.model.frozen_model import FrozenModel
+    from frozen.train.loop import NonFiniteLossError, train
 
     monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {"all"}))
     with pytest.raises(NonFiniteLossError, match="3 consecutive steps had a non-finite loss.*checkpoint saved"):
@@ -183,7 +183,7 @@ def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, caption_data,
 
 
 def test_lr_schedules():
-    from frozen.train import lr_at
+    from frozen.train.loop import lr_at
 
     cfg = TrainConfig(trainer=TrainerConfig(lr=1.0, warmup_steps=4, max_steps=14, schedule="cosine", min_lr_ratio=0.1))
     assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -238,7 +238,7 @@ def test_multirun_sweep_of_two_jobs(tmp_path, caption_data, tiny_gpt2):
 
 
 def test_activation_checkpointing_gives_the_same_training(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     plain = make_cfg(tmp_path / "plain", caption_data, tiny_gpt2, max_steps=2)
     ckpt = make_cfg(tmp_path / "ckpt", caption_data, tiny_gpt2, max_steps=2, activation_checkpointing=True)
@@ -250,7 +250,7 @@ def test_activation_checkpointing_gives_the_same_training(tmp_path, caption_data
 
 
 def test_wandb_mode_without_a_key_is_offline(monkeypatch, tmp_path):
-    from frozen.logging import wandb_mode
+    from frozen.train.logging import wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -265,7 +265,7 @@ def test_wandb_mode_without_a_key_is_offline(monkeypatch, tmp_path):
 
 
 def test_wandb_offline_run_is_written_and_finished(tmp_path, caption_data, tiny_gpt2, monkeypatch):
-    from frozen.train import train
+    from frozen.train.loop import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -281,7 +281,7 @@ def test_wandb_offline_run_is_written_and_finished(tmp_path, caption_data, tiny_
 
 def test_init_from_an_export_starts_from_its_weights(tmp_path, caption_data, tiny_gpt2):
     from frozen.errors import FrozenConfigError
-    from frozen.train import train
+    from frozen.train.loop import train
 
     first = make_cfg(tmp_path / "first", caption_data, tiny_gpt2, max_steps=3)
     train(first)

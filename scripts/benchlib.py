@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable
 import torch
 from PIL import Image
 
-from frozen.collate import Collator
-from frozen.samples import Example
+from frozen.data.collate import Collator
+from frozen.data.samples import Example
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
 # Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
@@ -37,7 +37,7 @@ _SHAPES = ("circle", "rectangle", "triangle")
 def synthetic_caption_batch(tokenizer: Any, batch_size: int, image_size: int, seed: int = 0) -> dict[str, Any]:
     """A training batch like easy-VQA captioning: random images, ~12-token captions + EOS.
 
-    Collated by the project's :class:`~frozen.collate.Collator`, so padding and labels are exactly
+    Collated by the project's :class:`~frozen.data.collate.Collator`, so padding and labels are exactly
     what the data pipeline produces. Returns the collator's dict (``images [B, 3, S, S]``,
     ``input_ids / attention_mask / labels [B, T]``).
     """
@@ -94,7 +94,7 @@ def vqa_inputs(num_prompts: int = 16) -> tuple[list[list[Image.Image]], list[str
 # ---------------------------------------------------------------------------------------- train step
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
                batch: dict[str, Any], autocast: AbstractContextManager | None = None, grad_clip: float = 1.0) -> torch.Tensor:
-    """One optimizer step as ``frozen.train`` takes it (one micro-batch, one process): loss, backward,
+    """One optimizer step as ``frozen.train.loop`` takes it (one micro-batch, one process): loss, backward,
     global-norm clipping, AdamW step, ``zero_grad(set_to_none=True)`` on the optimizer's parameters."""
     device = model.device
     num_targets = int((batch["labels"] != -100).sum())

@@ -1,4 +1,4 @@
-"""Converters and shard writing (frozen.shards, frozen.convert, frozen.easyvqa_shards, the CLI):
+"""Converters and shard writing (frozen.prep.shards, frozen.prep.convert, frozen.prep.easyvqa, the CLI):
 every converter round-trips through the pipeline's reader on small inputs written here."""
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frozen.convert import WriteOptions, convert_captions, convert_coco, convert_vqa
-from frozen.data import DataConfig, iter_eval_samples
-from frozen.easyvqa_shards import COLORS, SHAPES, convert_easyvqa, derive_caption
+from frozen.prep.convert import WriteOptions, convert_captions, convert_coco, convert_vqa
+from frozen.config import DataConfig
+from frozen.data.pipeline import iter_eval_samples
+from frozen.prep.easyvqa import COLORS, SHAPES, convert_easyvqa, derive_caption
 from frozen.errors import DataError
-from frozen.samples import iter_shard
-from frozen.shards import ShardSink, make_key
+from frozen.data.samples import iter_shard
+from frozen.prep.shards import ShardSink, make_key
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def save_image(path: Path, seed: int, fmt: str = "JPEG") -> bytes:

@@ -33,9 +33,9 @@ from webdataset.tariterators import base_plus_ext, tar_file_iterator
 if TYPE_CHECKING:
     import torch
 
-    from frozen.data import DataConfig
+    from frozen.config import DataConfig
 
-log = logging.getLogger("frozen.data")
+log = logging.getLogger("frozen.data.pipeline")
 
 # Every kind of bad data the pipeline skips and counts, with what it means.
 BAD_KINDS: dict[str, str] = {

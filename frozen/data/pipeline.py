@@ -34,9 +34,10 @@ from typing import Any, Iterable, Iterator, Sequence
 from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from frozen.collate import Collator
+from frozen.data.collate import Collator
+from frozen.config import DataConfig
 from frozen.errors import DataError, FrozenConfigError
-from frozen.samples import (
+from frozen.data.samples import (
     Example,
     SkipCounter,
     decode_example,
@@ -45,48 +46,12 @@ from frozen.samples import (
     parse_sample,
     warn_once,
 )
-from frozen.vision import image_transform
+from frozen.model.vision import image_transform
 
 MAKE_SHARDS_HINT = (
     "create shards with `python scripts/make_shards.py easyvqa --out data/easyvqa` "
     "(or the coco / vqav2 / captions converters, see docs/data.md), or fix data_root / the pattern"
 )
-
-
-@dataclass
-class DataConfig:
-    """Data settings (a Hydra structured config). Patterns are relative to ``data_root``."""
-
-    train_shards: str  # brace pattern(s), "::"-separated, e.g. "easyvqa/captions-train-{000000..000003}.tar"
-    val_shards: str | None = None
-    data_root: str = "data"
-    caption_template: str = " {caption}"  # target text of a caption sample
-    vqa_prompt: str = " Q: {question} A:"  # prompt (not trained on) of a VQA sample
-    vqa_target: str = " {answer}"  # target text of a VQA sample
-    max_length: int = 64  # tokens per example, EOS included
-    shuffle_buffer: int = 1000  # examples per worker; <= 1 disables shuffling
-    num_workers: int = 2  # DataLoader workers per rank (0: everything in the main process)
-    per_image_caption: str = "random"  # "random" or "first" caption when a sample holds several
-    prefetch_factor: int = 2  # batches prefetched per worker
-
-    def __post_init__(self) -> None:
-        if self.per_image_caption not in ("random", "first"):
-            raise FrozenConfigError(f"per_image_caption must be 'random' or 'first', got {self.per_image_caption!r}")
-        if self.max_length < 2:
-            raise FrozenConfigError(f"max_length must be >= 2, got {self.max_length}")
-        if self.num_workers < 0 or self.prefetch_factor < 1 or self.shuffle_buffer < 0:
-            raise FrozenConfigError("num_workers and shuffle_buffer must be >= 0 and prefetch_factor >= 1")
-        for name, template, field_name in (
-            ("caption_template", self.caption_template, "caption"),
-            ("vqa_prompt", self.vqa_prompt, "question"),
-            ("vqa_target", self.vqa_target, "answer"),
-        ):
-            try:
-                template.format(**{field_name: "x"})
-            except (KeyError, IndexError, ValueError) as exc:
-                raise FrozenConfigError(
-                    f"{name}={template!r} must only use the field {{{field_name}}} ({exc})"
-                ) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise ValueError(
             f"images must be a float tensor [B, 3, {image_size}, {image_size}] in [0, 1], got {shape}; "
-            f"use frozen.vision.image_transform({image_size}) or model.preprocess(pil_image)"
+            f"use frozen.model.vision.image_transform({image_size}) or model.preprocess(pil_image)"
         )
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")

@@ -6,8 +6,8 @@
 * :func:`convert_vqa` -- VQAv2 / OK-VQA questions (+ annotations) JSON, one sample per question.
 * :func:`convert_captions` -- any CSV/TSV/JSONL/JSON table of (image path, caption).
 
-Each writes ``{out}/{prefix}-{i:06d}.tar`` shards (see :mod:`frozen.shards`) and returns a
-:class:`~frozen.shards.ConvertReport`; items that cannot be converted are counted by reason.
+Each writes ``{out}/{prefix}-{i:06d}.tar`` shards (see :mod:`frozen.prep.shards`) and returns a
+:class:`~frozen.prep.shards.ConvertReport`; items that cannot be converted are counted by reason.
 Training splits are shuffled (seeded) at conversion, because the loader's shuffle buffer only mixes
 nearby samples.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from frozen.errors import DataError
-from frozen.shards import (
+from frozen.prep.shards import (
     DEFAULT_MAX_COUNT,
     DEFAULT_MAX_SIZE,
     ConvertReport,

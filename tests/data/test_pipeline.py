@@ -1,4 +1,4 @@
-"""The shard pipeline (frozen.data, frozen.samples, frozen.collate) on shards the tests write.
+"""The shard pipeline (frozen.data.pipeline, frozen.data.samples, frozen.data.collate) on shards the tests write.
 
 Covers collation (labels, EOS, padding, truncation), bad-data accounting, shard errors, the
 deterministic train stream with exact resume, node/worker splits, the exact eval pass and
@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from webdataset import TarWriter
 
-import frozen.data as data_mod
-from frozen.collate import IGNORE_INDEX, Collator
-from frozen.data import (
-    DataConfig,
+import frozen.data.pipeline as data_mod
+from frozen.data.collate import IGNORE_INDEX, Collator
+from frozen.config import DataConfig
+from frozen.data.pipeline import (
     build_eval_loader,
     build_train_loader,
     dataset_size,
@@ -29,9 +29,9 @@ from frozen.data import (
     resolve_shards,
 )
 from frozen.errors import DataError, FrozenConfigError
-from frozen.perf import measure_throughput
-from frozen.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
-from frozen.shards import ShardSink
+from benchlib import measure_throughput
+from frozen.data.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
+from frozen.prep.shards import ShardSink
 from tiny import tiny_tokenizer
 
 COLORS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 160, 0), "gray": (128, 128, 128)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.generation import _layout, generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.generation import _layout, generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
 
 SUPPORT = "Answer with dax or blicket.\n<image>This is a dax.\n<image>This is a blicket.\n"
 # Varied lengths; a query without an image and one starting with text (the tokenizer may merge it
@@ -118,7 +118,7 @@ def test_eos_stops_each_row_on_its_own(tiny_model):
 
 
 def _free_ids(model, support, queries) -> torch.Tensor:
-    from frozen.generation import embed_prompts, left_pad
+    from frozen.model.generation import embed_prompts, left_pad
 
     embeds, mask = left_pad(embed_prompts(model, [support + q for q in queries], [SUPPORT + p for p in QUERIES]))
     return greedy_uncached(model.lm, embeds, mask, 8, eos_id=-1, pad_id=0)
@@ -129,7 +129,7 @@ def test_greedy_cached_matches_uncached_with_left_padding(tiny_lm_dirs, kind):
     """The cached loop on an empty cache equals the reference loop, EOS padding included."""
     from transformers import DynamicCache
 
-    from frozen.generation import embed_prompts, left_pad
+    from frozen.model.generation import embed_prompts, left_pad
 
     model = _model(tiny_lm_dirs[kind]).eval()
     support, queries = _episode()
@@ -157,7 +157,7 @@ def test_generate_shared_arguments(tiny_model):
 
 
 def _load_bench():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
     spec = importlib.util.spec_from_file_location("frozen_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -199,7 +199,7 @@ def test_bench_skips_missing_shards(tmp_path):
 
 
 def test_steal_fraction_reads_the_hypervisor_share():
-    from frozen.perf import cpu_times, steal_fraction
+    from benchlib import cpu_times, steal_fraction
 
     before = [100, 0, 50, 800, 0, 0, 0, 50, 7, 0]
     after = [200, 0, 100, 900, 0, 0, 0, 150, 90, 0]  # guest ticks (field 9) are not counted twice

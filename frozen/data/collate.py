@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from frozen.errors import FrozenConfigError
-from frozen.samples import Example
+from frozen.data.samples import Example
 
 IGNORE_INDEX = -100  # label value ignored by torch.nn.functional.cross_entropy
 

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from frozen import generation
+from frozen.model import generation
 from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
-from frozen.lm import embedding_dim, load_lm
-from frozen.mapper import PrefixMapper
-from frozen.vision import build_vision, check_images, image_transform
+from frozen.model.lm import embedding_dim, load_lm
+from frozen.model.mapper import PrefixMapper
+from frozen.model.vision import build_vision, check_images, image_transform
 
 CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
 WEIGHTS_NAME = "model.safetensors"

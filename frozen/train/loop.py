@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from frozen import checkpoint as ckpt
-from frozen import dist
+from frozen.train import checkpoint as ckpt
+from frozen.train import dist
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
-from frozen.data import SkipCounter, build_eval_loader, build_train_loader
+from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
-from frozen.logging import RunLogger, console
-from frozen.model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
+from frozen.train.logging import RunLogger, console
+from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):

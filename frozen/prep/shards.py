@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from webdataset import TarWriter
 
-from frozen.samples import check_image_bytes, decode_image, sniff_image_format
+from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
 
 T = TypeVar("T")
 # A progress wrapper: ``track(iterable, description, total)`` yields the iterable's items.

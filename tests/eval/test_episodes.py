@@ -21,7 +21,7 @@ from frozen.eval.episodes import (
     load_deepmind_task,
     task_induction_text,
 )
-from frozen.prompts import IMAGE_MARKER
+from frozen.model.prompts import IMAGE_MARKER
 
 
 def _jpg(path: Path, colour: tuple[int, int, int]) -> str:
