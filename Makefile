@@ -32,8 +32,8 @@ test: $(STAMP) ## run the test suite (offline, CPU)
 test-all: $(STAMP) ## run the test suite including slow tests
 	$(PY) -m pytest -q -m ""
 
-demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table
-	$(PY) scripts/demo.py
+demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table (SEEDS=3: mean ± std over training seeds)
+	$(PY) scripts/demo.py --seeds $${SEEDS:-1} $(ARGS)
 
 shards: $(STAMP) ## write the offline easy-VQA shards to data/easyvqa
 	$(PY) scripts/make_shards.py easyvqa --out data/easyvqa

@@ -6,11 +6,16 @@
    experiment presets (a finished run in outputs/demo/<model> is resumed, i.e. not retrained:
    delete it to train again),
 3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
-   2-way fast binding, each beside its blind baseline,
+   2-way fast binding, each beside its text-only (no_image) baseline,
 4. write outputs/demo/results.json, outputs/demo/samples.png and print one table + the timings.
 
-Blind rows are computed once: without an image, both models are the same frozen LM on the same
-text, so their blind numbers are identical by construction.
+`--seeds N` (`make demo SEEDS=3`) repeats 2-3 with training seeds 0..N-1 (seed 0 in outputs/demo/<model>,
+seed s in outputs/demo/seed<s>/<model>) and reports each cell as mean ± std over the training seeds, the
+evaluation-trial spread beside it, and a 95% interval for accuracy cells (frozen.eval.stats). The
+evaluation seed is the same for every training seed, so the seed spread is the training's alone.
+
+Text-only rows are computed once per seed: without an image, both models are the same frozen LM on the same
+text, so their text-only numbers are identical by construction (and identical across training seeds).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ sys.path.insert(0, str(REPO))
 MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
 INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
 CHANCE = {"easyvqa_binding_2way": 0.5}
+TEXT_ONLY = ("no_image", "blind")  # the text-only LM condition ("blind" is its former name)
 
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
@@ -43,45 +49,90 @@ def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
         raise SystemExit(f"demo step failed ({what}, exit {proc.returncode}); see the output above")
 
 
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where training seed ``seed`` keeps its runs: seed 0 in ``out`` itself (what `make app` loads by default)."""
+    return out if seed == 0 else out / f"seed{seed}"
+
+
+def is_text_only(condition: str) -> bool:
+    return condition.startswith(TEXT_ONLY)
+
+
 def merged_rows(out: Path) -> list[dict]:
-    """All rows with a "model" field; blind rows (computed with the first model) copied to both."""
+    """All rows with a "model" field; text-only rows (computed with the first model) copied to both."""
     rows = []
     first = json.loads((out / "eval" / "frozen" / "results.json").read_text())["rows"]
-    blind = [r for r in first if r["condition"].startswith("blind")]
+    text_only = [r for r in first if is_text_only(r["condition"])]
     for model in MODELS:
         own = json.loads((out / "eval" / model / "results.json").read_text())["rows"]
-        own = [r for r in own if not r["condition"].startswith("blind")]
-        shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in blind]
+        own = [r for r in own if not is_text_only(r["condition"])]
+        shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in text_only]
         rows += [dict(r, model=model) for r in own + shared]
     return rows
 
 
-def summary_table(rows: list[dict]):
-    """One line per (task, metric, shots, induction): frozen, frozen_vqa, blind, chance."""
+def summary_table(rows: list[dict], num_seeds: int):
+    """One line per (task, metric, shots, induction): frozen, frozen_vqa, no_image, chance.
+
+    A cell is ``mean ± std over training seeds`` (one seed: ``± std over evaluation trials``) and, for
+    accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
+    ``°`` one that differs from chance (two-sided z-test, p < 0.05; frozen.eval.stats).
+    """
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch")
-    for col in ("task", "metric", "shots", "frozen", "frozen_vqa", "blind", "chance"):
+    from frozen.eval.stats import is_proportion, two_proportion_p
+
+    spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
+    table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch",
+                  caption=f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance "
+                          "(p < 0.05)")
+    for col in ("task", "metric", "shots", "frozen", "frozen_vqa", "no_image", "chance"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     keyed = {}
     for r in rows:
         induction = "+induction" if r["condition"].endswith("+induction") else ""
-        who = "blind" if r["condition"].startswith("blind") else r["model"]
+        who = "no_image" if is_text_only(r["condition"]) else r["model"]
         keyed.setdefault((r["task"] + induction, r["metric"], r["shots"]), {})[who] = r
 
-    def cell(r):
+    def cell(r, base, chance):
         if r is None:
             return "-"
-        return f"{r['mean']:.3f}" + (f" ± {r['stddev']:.3f}" if r["num_trials"] > 1 else "")
+        std = r["seed_std"] if num_seeds > 1 else r["trial_std"]
+        text = f"{r['mean']:.3f} ± {std:.3f}"
+        if "ci95" in r:
+            text += " [{:.2f}, {:.2f}]".format(*r["ci95"])
+        if is_proportion(r["metric"]) and r is not base:
+            n = int(r["num_examples"])
+            if base is not None and two_proportion_p(r["mean"], n, base["mean"], int(base["num_examples"])) < 0.05:
+                text += "*"
+            if chance is not None and two_proportion_p(r["mean"], n, chance) < 0.05:
+                text += "°"
+        return text
 
     for (task, metric, shots), by in keyed.items():
         chance = CHANCE.get(task.replace("+induction", ""))
         if metric == "vqa_accuracy[yes/no]":
             chance = 0.5
-        table.add_row(escape(task), escape(metric), str(shots), cell(by.get("frozen")), cell(by.get("frozen_vqa")), cell(by.get("blind")),
-                      "-" if chance is None else f"{chance:.3f}")
+        base = by.get("no_image")
+        table.add_row(escape(task), escape(metric), str(shots), *(cell(by.get(m), base, chance) for m in MODELS),
+                      cell(base, base, chance), "-" if chance is None else f"{chance:.3f}")
     return table
+
+
+def machine() -> str:
+    """The CPU model and thread count: trained numbers are reproducible only on the same kind of machine."""
+    import torch
+
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
@@ -129,52 +180,67 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="outputs/demo")
-    parser.add_argument("--data-root", default="data")
-    parser.add_argument("--max-examples", type=int, default=None, help="cap every evaluation task (quick look)")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
-    args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
-
-    from frozen.eval.report import results_table  # noqa: F401  (import check before long work)
-    from frozen.train.logging import console
-    from benchlib import cpu_times, steal_fraction
-
-    start, cpu_start = time.perf_counter(), cpu_times()
-    timings: dict[str, float] = {}
-    out, data_root = REPO / args.out, REPO / args.data_root
+def train_and_evaluate(out: Path, data_root: Path, seed: int, args, extra: list[str], timings: dict[str, float]) -> list[dict]:
+    """Train both models with training seed ``seed`` into ``out``, evaluate them, return the merged rows."""
     py = sys.executable
-    if not (data_root / "easyvqa" / "sizes.json").is_file():
-        run([py, "scripts/make_shards.py", "easyvqa", "--out", str(data_root / "easyvqa")], "shards", timings)
-    else:
-        console.print(f"[dim]reusing shards in {data_root / 'easyvqa'}[/dim]")
+    tag = f" (seed {seed})" if args.seeds > 1 else ""
     for model, preset in MODELS.items():
-        overrides = [f"experiment={preset}", f"run_dir={out / model}", f"data_root={data_root}", *extra]
+        overrides = [f"experiment={preset}", f"run_dir={out / model}", f"data_root={data_root}", f"seed={seed}", *extra]
         if model in INIT_FROM:
             overrides.append(f"init_from={out / INIT_FROM[model] / 'export'}")
         if args.max_steps:
             overrides.append(f"trainer.max_steps={args.max_steps}")
-        run([py, "train.py", *overrides], f"train {model}", timings)
+        run([py, "train.py", *overrides], f"train {model}{tag}", timings)
     for i, model in enumerate(MODELS):
-        overrides = [f"load_path={out / model}", "eval=demo", f"run_dir={out / 'eval' / model}", f"data_root={data_root}", "batch_size=32"]
+        # seed=0: the evaluation's own seed (demonstrations, episodes) is the same for every training seed
+        overrides = [f"load_path={out / model}", "eval=demo", f"run_dir={out / 'eval' / model}", f"data_root={data_root}",
+                     "batch_size=32", "seed=0"]
         if args.max_examples:
             overrides.append(f"max_examples={args.max_examples}")
-        if i > 0:  # blind rows do not depend on the model: computed once, with the first
+        if i > 0:  # text-only rows do not depend on the model: computed once, with the first
             overrides += [f"eval.tasks.{t}.conditions=[image]" for t in ("easyvqa_caption", "easyvqa_vqa", "easyvqa_binding")]
-        run([py, "evaluate.py", *overrides], f"evaluate {model}", timings)
+        run([py, "evaluate.py", *overrides], f"evaluate {model}{tag}", timings)
+    return merged_rows(out)
 
-    rows = merged_rows(out)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1; cells report mean ± std over them")
+    parser.add_argument("--max-examples", type=int, default=None, help="cap every evaluation task (quick look)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
+    args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+
+    from benchlib import cpu_times, steal_fraction
+
+    from frozen.eval.stats import aggregate_seeds
+    from frozen.train.logging import console
+
+    start, cpu_start = time.perf_counter(), cpu_times()
+    timings: dict[str, float] = {}
+    out, data_root = REPO / args.out, REPO / args.data_root
+    if not (data_root / "easyvqa" / "sizes.json").is_file():
+        run([sys.executable, "scripts/make_shards.py", "easyvqa", "--out", str(data_root / "easyvqa")], "shards", timings)
+    else:
+        console.print(f"[dim]reusing shards in {data_root / 'easyvqa'}[/dim]")
+    per_seed = [train_and_evaluate(seed_dir(out, s), data_root, s, args, extra, timings) for s in range(args.seeds)]
+    rows = aggregate_seeds(per_seed)
+
     t0 = time.perf_counter()
     grid = samples_grid(out, data_root)
     timings["samples.png"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     steal = steal_fraction(cpu_start, cpu_times())
-    results = {"rows": rows, "timings_s": timings, "models": {m: str(out / m / "export") for m in MODELS},
-               "machine": f"{os.cpu_count()} CPU cores", "cpu_steal": steal}
+    results = {"rows": rows, "per_seed_rows": {str(s): r for s, r in enumerate(per_seed)}, "seeds": list(range(args.seeds)),
+               "timings_s": timings, "models": {m: str(out / m / "export") for m in MODELS},
+               "machine": machine(), "cpu_steal": steal}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    console.print(summary_table(rows))
+    console.print(summary_table(rows, args.seeds))
     console.print(f"wrote {out / 'results.json'} and {grid}")
+    console.print(f"machine: {results['machine']}")
     console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
     if steal is not None:  # a shared VM: other guests' load shows up as steal, not as our CPU time
