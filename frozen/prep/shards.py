@@ -5,6 +5,10 @@ Shards are plain webdataset tars ``{out}/{prefix}-{index:06d}.tar`` written with
 original encoded bytes. ``{out}/sizes.json`` maps each shard file name to its sample count (the
 format open_clip and others read). Tars are written with a fixed mtime, so converting the same
 input twice produces byte-identical shards.
+
+A sink never touches shards it did not write: existing ``{prefix}-*.tar`` files stop the run
+(:func:`check_free`) unless ``overwrite`` is set, and other prefixes' files are never looked at.
+:class:`ConvertReport` accounts for every input record: written, or skipped under a named reason.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from webdataset import TarWriter
 
 from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
+from frozen.errors import DataError
 
 T = TypeVar("T")
 # A progress wrapper: ``track(iterable, description, total)`` yields the iterable's items.
@@ -50,21 +55,62 @@ def _tar_entry_size(n: int) -> int:
     return 512 + (n + 511) // 512 * 512  # header block + data padded to 512-byte blocks
 
 
+def _own_shards(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar(\.tmp)?$")
+
+
+def read_sizes(out_dir: str | Path) -> dict[str, int]:
+    """``out_dir/sizes.json`` ({shard name: samples}); {} when absent, DataError when unreadable."""
+    path = Path(out_dir) / "sizes.json"
+    if not path.exists():
+        return {}
+    try:
+        sizes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(path)!r} is not readable JSON ({exc}); fix or delete it (it only lists shard sizes)")
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) for v in sizes.values()):
+        raise DataError(f"{str(path)!r} is not a {{shard name: sample count}} object; fix or delete it")
+    return sizes
+
+
+def check_free(out_dir: str | Path, prefixes: Iterable[str], overwrite: bool = False) -> None:
+    """Raise DataError (before any work) if ``out_dir`` is not a usable folder, its ``sizes.json`` is
+    unreadable, or -- unless ``overwrite`` -- it already holds shards of one of ``prefixes``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {str(out)!r} is a file; pass a folder for the shards")
+    if not out.is_dir():
+        return
+    read_sizes(out)
+    if overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir())
+    for prefix in prefixes:
+        taken = [n for n in names if _own_shards(prefix).match(n)]
+        if taken:
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            raise DataError(f"--out {str(out)!r} already holds {taken[0]}{more} (prefix {prefix!r}); pass --overwrite "
+                            f"to replace them, or choose another --out or --prefix")
+
+
 class ShardSink:
     """Writes samples to ``{out_dir}/{prefix}-{i:06d}.tar``, starting a new shard before one would
     exceed ``max_count`` samples or ``max_size`` bytes (a single larger sample gets its own shard).
 
-    Shards are written as ``.tmp`` and renamed when complete; on :meth:`close`, shards of the same
-    prefix left over from an earlier, larger run are deleted and ``sizes.json`` is updated.
-    Duplicate keys raise ``ValueError`` (they would silently merge samples when reading).
+    Existing shards of ``prefix`` raise DataError unless ``overwrite``; with it, those this run
+    does not rewrite are deleted on :meth:`close`. Shards are written as ``.tmp`` and renamed when
+    complete; ``close`` updates ``sizes.json`` (other prefixes' entries kept). Duplicate keys raise
+    ``ValueError`` (they would silently merge samples when reading).
     """
 
     def __init__(self, out_dir: str | Path, prefix: str, *, max_count: int = DEFAULT_MAX_COUNT,
-                 max_size: int = DEFAULT_MAX_SIZE):
+                 max_size: int = DEFAULT_MAX_SIZE, overwrite: bool = False):
         if max_count < 1 or max_size < 1:
             raise ValueError(f"max_count and max_size must be >= 1, got {max_count}, {max_size}")
+        check_free(out_dir, [prefix], overwrite)
         self.out_dir, self.prefix = Path(out_dir), prefix
         self.max_count, self.max_size = max_count, max_size
+        self.overwrite = overwrite
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.counts: list[int] = []  # samples per finished or open shard
         self._writer: TarWriter | None = None
@@ -108,14 +154,17 @@ class ShardSink:
         self._size += size
 
     def close(self) -> dict[str, int]:
-        """Finish the last shard, remove stale ones, update ``sizes.json``; returns ``{shard: count}``."""
+        """Finish the last shard, update ``sizes.json`` and, with ``overwrite``, delete this prefix's shards
+        from an earlier, larger run; returns ``{shard: count}``."""
         self._finish_shard()
         sizes = {self.shard_name(i): n for i, n in enumerate(self.counts)}
-        stale = re.compile(rf"^{re.escape(self.prefix)}-\d{{6}}\.tar(\.tmp)?$")
-        for path in self.out_dir.iterdir():
-            if stale.match(path.name) and path.name not in sizes:
-                path.unlink()
-        update_sizes_json(self.out_dir, self.prefix, sizes)
+        if self.overwrite:
+            own = _own_shards(self.prefix)
+            for path in self.out_dir.iterdir():
+                if own.match(path.name) and path.name not in sizes:
+                    path.unlink()
+        if sizes or self.overwrite or (self.out_dir / "sizes.json").exists():
+            update_sizes_json(self.out_dir, self.prefix, sizes)
         return sizes
 
     def __enter__(self) -> "ShardSink":
@@ -140,7 +189,7 @@ def shard_pattern(prefix: str, num_shards: int) -> str | None:
 def update_sizes_json(out_dir: Path, prefix: str, sizes: dict[str, int]) -> None:
     """Replace ``prefix``'s entries in ``out_dir/sizes.json`` by ``sizes``, keeping other prefixes."""
     path = out_dir / "sizes.json"
-    current: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+    current = read_sizes(out_dir)
     own = re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar$")
     merged = {k: v for k, v in current.items() if not own.match(k)} | sizes
     tmp = path.with_suffix(".json.tmp")
@@ -170,16 +219,39 @@ def read_image_file(path: str | Path, *, verify: bool = False) -> tuple[bytes, s
     return data, sniff_image_format(data) or "img"
 
 
+# Skip reasons that are the user's choice (--limit, --split), not data lost.
+REQUESTED_REASONS = ("beyond_limit", "other_split")
+MAX_EXAMPLES = 3  # offending items kept per skip reason, for the summary
+
+
 @dataclass
 class ConvertReport:
-    """What a converter wrote: per shard prefix the shard counts, plus skipped items by reason."""
+    """What a converter did with every input record: written to a shard, or skipped under a reason.
+
+    ``inputs`` counts the records read (the unit is the converter's: captions, images, questions,
+    table rows; see docs/data.md), so ``written() + sum(skipped.values()) == inputs``. ``examples``
+    keeps the first few offending items per reason (paths, record descriptions) and ``hints`` the
+    converter's likely cause, both for :meth:`failure` and the summary.
+    """
 
     out_dir: str
     shards: dict[str, dict[str, int]] = field(default_factory=dict)  # prefix -> {shard name: samples}
     skipped: Counter = field(default_factory=Counter)
+    inputs: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    hints: dict[str, str] = field(default_factory=dict)
 
     def add_sink(self, sink: ShardSink) -> None:
         self.shards[sink.prefix] = sink.close()
+
+    def skip(self, reason: str, example: str | None = None, count: int = 1) -> None:
+        """Count ``count`` input records as skipped for ``reason`` (they are inputs too)."""
+        if count <= 0:
+            return
+        self.skipped[reason] += count
+        self.inputs += count
+        if example is not None and len(self.examples.setdefault(reason, [])) < MAX_EXAMPLES:
+            self.examples[reason].append(example)
 
     def written(self, prefix: str | None = None) -> int:
         groups = [self.shards[prefix]] if prefix is not None else self.shards.values()
@@ -188,8 +260,41 @@ class ConvertReport:
     def patterns(self) -> dict[str, str | None]:
         return {prefix: shard_pattern(prefix, len(s)) for prefix, s in self.shards.items()}
 
+    def lost(self) -> int:
+        """Records skipped for a reason other than the user's choice (``--limit``, ``--split``)."""
+        return sum(n for reason, n in self.skipped.items() if reason not in REQUESTED_REASONS)
+
+    def summary(self) -> str:
+        """``written N; skipped M (reason: count, ...)``."""
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
+        return f"written {self.written()}; skipped {sum(self.skipped.values())} ({skipped})"
+
+    def details(self) -> list[str]:
+        """One line per lost-record reason: count, first offending items, likely cause."""
+        lines = []
+        for reason, n in sorted(self.skipped.items()):
+            if reason in REQUESTED_REASONS:
+                continue
+            first = self.examples.get(reason)
+            line = f"{reason}: {n}" + (f", first: {', '.join(first)}" if first else "")
+            lines.append(line + (f" -- {self.hints[reason]}" if reason in self.hints else ""))
+        return lines
+
+    def failure(self, max_skip_fraction: float) -> str | None:
+        """Why this run counts as failed (nothing written, or more than ``max_skip_fraction`` of the
+        records considered were lost), or None."""
+        considered = self.written() + self.lost()
+        if self.written() == 0:
+            return f"wrote nothing: {self.lost()} of {considered} records skipped" if considered else (
+                "wrote nothing: the input holds no records" + (" (all excluded by --limit/--split)"
+                                                                if self.skipped else ""))
+        if self.lost() > max_skip_fraction * considered:
+            return (f"skipped {self.lost()} of {considered} records ({self.lost() / considered:.0%}), more than "
+                    f"--max-skip-fraction {max_skip_fraction:g}; the shards written are kept")
+        return None
+
 
 __all__ = [
     "ShardSink", "ConvertReport", "Track", "no_track", "make_key", "shard_pattern", "update_sizes_json",
-    "read_image_file", "DEFAULT_MAX_COUNT", "DEFAULT_MAX_SIZE",
+    "read_image_file", "read_sizes", "check_free", "REQUESTED_REASONS", "DEFAULT_MAX_COUNT", "DEFAULT_MAX_SIZE",
 ]
