@@ -26,6 +26,10 @@ def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join({int: "integer", str: "string", list: "list", dict: "object"}.get(t, t.__name__) for t in types)
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def _json_type(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object",
             type(None): "null"}.get(type(value), type(value).__name__)
@@ -77,7 +81,7 @@ def check_file(path: str | Path, flag: str, what: str) -> Path:
     """``path`` as a Path if it is a readable file; else DataError naming ``flag`` and the problem."""
     p = Path(path)
     if p.is_dir():
-        raise DataError(f"{flag} {str(p)!r} is a folder; pass the {what} file itself")
+        raise DataError(f"{flag} {str(p)!r} is a folder; pass the {what} itself")
     if not p.exists():
         parent = "its folder exists" if p.parent.is_dir() else f"neither does its folder {str(p.parent)!r}"
         raise DataError(f"{flag} {str(p)!r} does not exist ({parent}); check the path")
@@ -131,7 +135,7 @@ def check_keys(data: Any, schema: Schema, where: str) -> dict[str, Any]:
         raise DataError(f"{where} has no top-level {', '.join(repr(k) for k in missing)}{hint}")
     for key, types in (schema.keys | schema.top_optional).items():
         if key in data and not isinstance(data[key], types):
-            raise DataError(f"{where}: top-level {key!r} is a {_json_type(data[key])}, expected a {_type_name(types)}")
+            raise DataError(f"{where}: top-level {key!r} is {_a(_json_type(data[key]))}, expected {_a(_type_name(types))}")
     return data
 
 
@@ -150,14 +154,14 @@ def record_problem(record: Any, fields: dict[str, tuple[type, ...]], where: str,
     ``bool`` is rejected where an integer is expected (JSON ``true`` is not an id).
     """
     if not isinstance(record, dict):
-        return f"{where} is a {_json_type(record)}, expected an object"
+        return f"{where} is {_a(_json_type(record))}, expected an object"
     for name, types in fields.items():
         if name not in record:
             return f"{where}: no {name!r}"
     for name, types in (fields | (optional or {})).items():
         value = record.get(name)
         if name in record and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-            return f"{where}: {name!r} is a {_json_type(value)}, expected a {_type_name(types)}"
+            return f"{where}: {name!r} is {_a(_json_type(value))}, expected {_a(_type_name(types))}"
     return None
 
 
