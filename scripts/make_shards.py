@@ -187,9 +187,9 @@ def print_summary(report: ConvertReport, elapsed: float, console: Console) -> No
     for prefix, pattern in report.patterns().items():
         table.add_row(prefix, str(len(report.shards[prefix])), str(report.written(prefix)), pattern or "-")
     console.print(table)
-    console.print(report.summary(), markup=False, highlight=False)
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     for line in report.details():  # the first offending items of each reason, and the likely cause
-        console.print(f"  {line}", markup=False, highlight=False)
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(report, time.perf_counter() - start, console)
     failure = report.failure(args.max_skip_fraction)
     if failure is not None:
-        print(f"error: {failure}", file=sys.stderr)
+        cause = report.main_cause()
+        print(f"error: {failure}" + (f"; mostly {cause}" if cause else ""), file=sys.stderr)
         return 1
     return 0
 

@@ -114,8 +114,10 @@ def parse_json(path: str | Path, flag: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        end = " (the file ends early: a truncated download? fetch it again)" if exc.pos >= len(text.rstrip()) - 1 else ""
-        raise DataError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{end}") from None
+        # A cut file fails at its end, or in a string that runs to the end.
+        cut = exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+        end = "; the file ends early: a truncated download? fetch it again" if cut else ""
+        raise DataError(f"{where} is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}){end}") from None
 
 
 def check_keys(data: Any, schema: Schema, where: str) -> dict[str, Any]:

@@ -269,16 +269,20 @@ class ConvertReport:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
         return f"written {self.written()}; skipped {sum(self.skipped.values())} ({skipped})"
 
+    def detail(self, reason: str) -> str:
+        """``reason: count, first: a, b, c -- likely cause``."""
+        first = self.examples.get(reason)
+        line = f"{reason}: {self.skipped[reason]}" + (f", first: {', '.join(first)}" if first else "")
+        return line + (f" -- {self.hints[reason]}" if reason in self.hints else "")
+
     def details(self) -> list[str]:
-        """One line per lost-record reason: count, first offending items, likely cause."""
-        lines = []
-        for reason, n in sorted(self.skipped.items()):
-            if reason in REQUESTED_REASONS:
-                continue
-            first = self.examples.get(reason)
-            line = f"{reason}: {n}" + (f", first: {', '.join(first)}" if first else "")
-            lines.append(line + (f" -- {self.hints[reason]}" if reason in self.hints else ""))
-        return lines
+        """One :meth:`detail` line per reason of lost records."""
+        return [self.detail(r) for r in sorted(self.skipped) if r not in REQUESTED_REASONS]
+
+    def main_cause(self) -> str | None:
+        """The :meth:`detail` of the reason that lost the most records, or None."""
+        lost = [(n, r) for r, n in self.skipped.items() if r not in REQUESTED_REASONS]
+        return self.detail(max(lost)[1]) if lost else None
 
     def failure(self, max_skip_fraction: float) -> str | None:
         """Why this run counts as failed (nothing written, or more than ``max_skip_fraction`` of the
