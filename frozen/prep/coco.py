@@ -121,7 +121,8 @@ def convert_coco(annotations: str | Path, image_root: str | Path, out_dir: str |
         if name is None:
             raise DataError(f"cannot tell the split of {where} from its name; pass --split train|val|test")
         dataset, by_split = "coco", {name: _official(data, report)}
-        report.hints["malformed_record"] = "is it a captions file (captions_*.json), not instances_/person_keypoints_?"
+        if data["annotations"] and report.skipped["malformed_record"] >= len(data["annotations"]):
+            report.hints["malformed_record"] = "no caption record is usable: is it a captions_*.json, not instances_*?"
     else:
         check_keys(data, KARPATHY, where)
         dataset = str(data.get("dataset", "coco"))
@@ -152,7 +153,7 @@ def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
         record, index = item
         captions = [(cid, c.strip()) for cid, c in record.captions if c.strip()]
         if not captions or (index is not None and not record.captions[index][1].strip()):
-            return Skip("empty_caption", record.file_name)
+            return Skip("empty_caption", record.file_name + ("" if index is None else f" #{record.captions[index][0]}"))
         image = load_image(root, record.file_name, opts.verify)
         if isinstance(image, Skip):
             return image

@@ -250,7 +250,8 @@ class ConvertReport:
             return
         self.skipped[reason] += count
         self.inputs += count
-        if example is not None and len(self.examples.setdefault(reason, [])) < MAX_EXAMPLES:
+        first = self.examples.setdefault(reason, [])
+        if example is not None and example not in first and len(first) < MAX_EXAMPLES:
             self.examples[reason].append(example)
 
     def written(self, prefix: str | None = None) -> int:

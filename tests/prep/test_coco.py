@@ -34,7 +34,8 @@ def test_coco_official_per_pair_accounts_for_every_record(official, tmp_path):
         "empty_caption": 1, "image_without_captions": 1, "missing_image_file": 2, "caption_without_image": 1,
         "malformed_record": 1}
     assert accounted(report) == report.inputs == 8 + 1  # 8 captions + 1 image without any
-    assert report.examples["missing_image_file"] == ["COCO_val2014_000000000004.jpg"] * 2
+    assert report.examples["missing_image_file"] == ["COCO_val2014_000000000004.jpg"]  # each example once
+    assert report.examples["empty_caption"] == ["COCO_val2014_000000000002.jpg #21"]
     assert report.examples["malformed_record"] == ["annotations[7]: 'caption' is an integer, expected a string"]
     assert report.examples["caption_without_image"] == ["annotations[6] (image_id 99)"]
     assert report.patterns() == {"captions-val": "captions-val-{000000..000001}.tar"}  # split from the file name
