@@ -41,7 +41,8 @@ from frozen.prep.coco import convert_coco
 from frozen.prep.convert import WriteOptions
 from frozen.prep.easyvqa import convert_easyvqa
 from frozen.prep.inputs import TABLE_FORMATS
-from frozen.prep.shards import DEFAULT_MAX_COUNT, DEFAULT_MAX_SIZE, ConvertReport
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import DEFAULT_MAX_COUNT, DEFAULT_MAX_SIZE
 from frozen.prep.tables import convert_captions
 from frozen.prep.vqa import convert_vqa
 

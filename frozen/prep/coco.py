@@ -27,7 +27,8 @@ from frozen.prep.inputs import (
     parse_json,
     record_problem,
 )
-from frozen.prep.shards import ConvertReport, make_key
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import make_key
 
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 SPLIT_WORDS = ("train", "val", "test-dev", "test")

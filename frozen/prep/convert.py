@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from frozen.prep.report import ConvertReport
 from frozen.prep.shards import (
     DEFAULT_MAX_COUNT,
     DEFAULT_MAX_SIZE,
-    ConvertReport,
     ShardSink,
     Track,
     check_free,
@@ -79,6 +79,8 @@ def write_jobs(report: ConvertReport, out_dir: str | Path, jobs: Sequence[Job], 
                 report.skip(sample.reason, sample.example)
             elif isinstance(sample, str):
                 report.skip(sample)
+            elif sink.has(sample[0]):  # e.g. a sentid repeated within one Karpathy image
+                report.skip("duplicate_record", sample[0])
             else:
                 report.inputs += 1
                 sink.write(*sample)

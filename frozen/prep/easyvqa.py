@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from frozen.errors import DataError
 from frozen.prep.convert import Job, Sample, WriteOptions, write_jobs
-from frozen.prep.shards import ConvertReport, make_key, read_image_file
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import make_key, read_image_file
 
 COLORS = ("red", "green", "blue", "yellow", "gray", "teal", "black", "brown")
 SHAPES = ("circle", "rectangle", "triangle")

@@ -137,7 +137,8 @@ def check_keys(data: Any, schema: Schema, where: str) -> dict[str, Any]:
         raise DataError(f"{where} has no top-level {', '.join(repr(k) for k in missing)}{hint}")
     for key, types in (schema.keys | schema.top_optional).items():
         if key in data and not isinstance(data[key], types):
-            raise DataError(f"{where}: top-level {key!r} is {_a(_json_type(data[key]))}, expected {_a(_type_name(types))}")
+            found, wanted = _a(_json_type(data[key])), _a(_type_name(types))
+            raise DataError(f"{where}: top-level {key!r} is {found}, expected {wanted}")
     return data
 
 
@@ -256,6 +257,6 @@ def read_table(path: str | Path, *, fmt: str | None = None, columns: list[str] |
 
 __all__ = [
     "Schema", "KARPATHY", "KARPATHY_SENTENCE", "COCO_CAPTIONS", "COCO_IMAGE", "VQA_QUESTIONS", "VQA_ANNOTATIONS",
-    "SCHEMAS", "check_file", "check_folder", "parse_json", "check_keys", "load_json", "record_problem", "Table", "read_table", "table_format",
-    "TABLE_FORMATS",
+    "SCHEMAS", "check_file", "check_folder", "parse_json", "check_keys", "load_json", "record_problem", "Table",
+    "read_table", "table_format", "TABLE_FORMATS",
 ]

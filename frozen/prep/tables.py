@@ -16,7 +16,8 @@ from typing import Any, Iterable
 from frozen.errors import DataError
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import read_table
-from frozen.prep.shards import ConvertReport, make_key
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import make_key
 
 IMAGE_COLUMNS = ("image", "file_name", "filename", "filepath", "image_path", "path")
 CAPTION_COLUMNS = ("caption", "text")

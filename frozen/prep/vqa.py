@@ -15,7 +15,8 @@ from frozen.errors import DataError
 from frozen.prep.coco import split_from_name
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import VQA_ANNOTATIONS, VQA_QUESTIONS, load_json, record_problem
-from frozen.prep.shards import ConvertReport, make_key
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import make_key
 
 ANNOTATION_FIELDS = ("multiple_choice_answer", "answer_type", "question_type")
 

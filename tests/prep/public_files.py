@@ -55,7 +55,8 @@ def coco_captions(images: list[int], captions: list[tuple[int, int, str]], subty
                     "coco_url": f"http://images.cocodataset.org/{subtype}/COCO_{subtype}_{i:012d}.jpg",
                     "height": 12, "width": 20, "date_captured": "2013-11-14 16:28:13",
                     "flickr_url": "http://farm1.staticflickr.com/1/1.jpg", "id": i} for i in images],
-        "annotations": [{"image_id": image_id, "id": ann_id, "caption": caption} for ann_id, image_id, caption in captions],
+        "annotations": [{"image_id": image_id, "id": ann_id, "caption": caption}
+                        for ann_id, image_id, caption in captions],
     }
 
 
@@ -69,7 +70,8 @@ def vqa_questions(questions: list[tuple[int, int, str]], subtype: str | None = "
     ``subtype=None`` leaves out ``data_subtype`` (as some re-packaged copies do)."""
     data: dict[str, Any] = {"info": VQA_INFO, "task_type": "Open-Ended", "data_type": "mscoco", "license": VQA_LICENSE,
                             "data_subtype": subtype,
-                            "questions": [{"image_id": i, "question": q, "question_id": qid} for qid, i, q in questions]}
+                            "questions": [{"image_id": i, "question": q, "question_id": qid}
+                                          for qid, i, q in questions]}
     if subtype is None:
         del data["data_subtype"]
     return data
@@ -115,7 +117,8 @@ def img2dataset_folder(folder: Path, n: int) -> dict[str, bytes]:
     with tarfile.open(folder / "00000.tar", "w") as tar:
         for i in range(n):
             key = f"{i:09d}"
-            meta = {"url": f"http://example.com/{i}.jpg", "caption": f"web caption {i}", "key": key, "status": "success",
+            meta = {"url": f"http://example.com/{i}.jpg", "caption": f"web caption {i}", "key": key,
+                    "status": "success",
                     "error_message": None, "width": 20, "height": 12, "original_width": 20, "original_height": 12,
                     "exif": "{}", "sha256": "0" * 64}
             buf = io.BytesIO()

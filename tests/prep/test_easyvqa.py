@@ -31,7 +31,8 @@ def test_easyvqa_round_trip_and_accounting(tmp_path):
     n_images = len(easy_vqa.get_train_image_paths()) + len(easy_vqa.get_test_image_paths())
     n_questions = sum(i < 20 for i in image_ids)
     assert report.written("vqa-train") == n_questions and report.written("captions-test") <= 20
-    assert report.written("captions-train") + report.written("captions-test") + report.skipped["caption_underivable"] == 40
+    captioned = report.written("captions-train") + report.written("captions-test")
+    assert captioned + report.skipped["caption_underivable"] == 40
     assert accounted(report) == n_images + len(texts) + len(test_texts)  # every image and question
     assert report.skipped["beyond_limit"] == n_images - 40 + sum(i >= 20 for i in image_ids + test_ids)
     captions = read_all(tmp_path, "captions-train")

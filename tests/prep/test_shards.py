@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from frozen.errors import DataError
-from frozen.prep.shards import ConvertReport, ShardSink, check_free, make_key
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import ShardSink, check_free, make_key
 
 PAYLOAD = {"txt": "x" * 100, "bin": b"\0" * 1000}  # 512 + 512 + 512 + 1024 = 2560 tar bytes
 

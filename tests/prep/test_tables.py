@@ -26,9 +26,10 @@ def test_kaggle_flickr8k_captions_txt(tmp_path):
     # The images are in Images/, not next to captions.txt: nothing found, and the hint says where they are.
     lost = convert_captions(table, tmp_path / "out", prefix="flickr8k")
     assert lost.written() == 0 and lost.skipped == {"missing_image_file": 10}
-    assert lost.hints["missing_image_file"].endswith(f"exists: pass --image-root {str(tmp_path / 'flickr8k' / 'Images')!r}")
+    images = tmp_path / "flickr8k" / "Images"
+    assert lost.hints["missing_image_file"].endswith(f"exists: pass --image-root {str(images)!r}")
     assert lost.failure(0.5) == "wrote nothing: 10 of 10 records skipped"
-    report = convert_captions(table, tmp_path / "out2", prefix="flickr8k", image_root=tmp_path / "flickr8k" / "Images")
+    report = convert_captions(table, tmp_path / "out2", prefix="flickr8k", image_root=images)
     assert report.written("flickr8k-train") == 10 and accounted(report) == 10
     raw = read_all(tmp_path / "out2", "flickr8k-train")
     assert raw["flickr8k_train_000000000"]["txt"] == b"A dog, number 1, runs 0 ."  # quoted comma kept
@@ -78,7 +79,8 @@ def test_csv_and_jsonl_round_trip_and_accounting(tmp_path):
     raw = read_all(tmp_path / "out", "captions-train")
     assert raw["captions_train_000000001"]["png"][:4] == b"\x89PNG"
     assert raw["captions_train_000000000"]["txt"] == b"a photo, of a"
-    assert eval_examples(tmp_path / "out", "captions-train-000000.tar")["captions_train_000000003"].target == " absolute"
+    examples = eval_examples(tmp_path / "out", "captions-train-000000.tar")
+    assert examples["captions_train_000000003"].target == " absolute"
     lines = ['{"image": "imgs/a.jpg", "caption": "first"}', "", '{"image": "imgs/b.png", "caption": "second"}']
     (data / "caps.jsonl").write_text("\n".join(lines) + "\n")
     assert convert_captions(data / "caps.jsonl", tmp_path / "j", split="val").written("captions-val") == 2

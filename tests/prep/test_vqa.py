@@ -70,7 +70,7 @@ def test_test_split_without_annotations_and_okvqa_prefix(vqa, tmp_path):
     report = convert_vqa(testdev, None, tmp_path / "test2015", tmp_path / "out")
     assert list(report.shards) == ["vqa-testdev"] and report.written() == 1  # test-dev images live in test2015
     assert "answers" not in json.loads(read_all(tmp_path / "out", "vqa-testdev")["vqa_42000"]["json"])
-    okvqa = convert_vqa(q, None, images, tmp_path / "out", prefix="okvqa")
+    convert_vqa(q, None, images, tmp_path / "out", prefix="okvqa")
     assert sorted(read_all(tmp_path / "out", "okvqa-val")) == ["okvqa_42000", "okvqa_55000", "okvqa_73001"]
 
 
