@@ -206,6 +206,9 @@ def read_table(path: str | Path, *, fmt: str | None = None, columns: list[str] |
     """
     p = check_file(path, "--table", "caption table")
     kind = table_format(p, fmt)
+    if columns and kind not in ("csv", "tsv"):
+        raise DataError(f"--columns names the columns of a headerless CSV/TSV; --table {str(p)!r} is {kind.upper()}, "
+                        f"whose rows name their fields")
     bad: dict[int, str] = {}
     rows: list[dict[str, Any] | None] = []
     try:

@@ -81,6 +81,10 @@ def test_karpathy_coco_splits_and_split_selection(tmp_path):
     assert sorted(read_all(out, "captions-train")) == ["coco_000000001000", "coco_000000001001", "coco_000000001004"]
     test = eval_examples(out, "captions-test-000000.tar")["coco_000000001003"]
     assert test.meta["captions"] == [f"A picture 3 {j}." for j in range(5)] and test.meta["split"] == "test"
+    # --images one level too deep (the split folder, while the file's filepath names it): the hint says so.
+    deep = convert_coco(path, tmp_path / "coco" / "val2014", tmp_path / "deep", per_image=True)
+    assert deep.written() == 0 and deep.skipped == {"missing_image_file": 5}
+    assert deep.hints["missing_image_file"].endswith(f"exists: pass --images {str(tmp_path / 'coco')!r}")
     pairs = convert_coco(path, tmp_path / "coco", tmp_path / "pairs", split="val")
     assert pairs.written() == 5 and list(pairs.shards) == ["captions-val"]
     assert pairs.skipped == {"other_split": 20} and accounted(pairs) == 25 and pairs.failure(0.5) is None

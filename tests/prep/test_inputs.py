@@ -110,6 +110,8 @@ def test_read_table_formats_headerless_and_malformed_rows(tmp_path):
     jsonl = read_table(tmp_path / "t.jsonl")
     assert jsonl.rows[1:] == [None, None] and jsonl.bad[1] == "line 2: not a JSON object"
     assert jsonl.bad[2].startswith("line 3: not JSON")
+    with pytest.raises(DataError, match="--columns names the columns of a headerless CSV/TSV; .* is JSONL"):
+        read_table(tmp_path / "t.jsonl", columns=["image", "caption"])
     (tmp_path / "t.xlsx").write_bytes(b"PK")
     with pytest.raises(DataError, match=r"cannot tell the format from '\.xlsx'; pass --format csv\|tsv\|jsonl\|json"):
         read_table(tmp_path / "t.xlsx")
