@@ -8,7 +8,11 @@
         --images data/raw/coco/train2017 --out data/coco2017
     python scripts/make_shards.py vqav2 --questions data/raw/vqav2/v2_OpenEnded_mscoco_val2014_questions.json \\
         --annotations data/raw/vqav2/v2_mscoco_val2014_annotations.json --images data/raw/coco/val2014 --out data/vqav2
+    python scripts/make_shards.py coco --annotations data/raw/coco/karpathy/dataset_flickr8k.json \\
+        --images data/raw/flickr8k/Flicker8k_Dataset --out data/coco --per-image     # flickr8k-captions-*.tar
     python scripts/make_shards.py captions --table my_data/captions.csv --out data/mine
+    python scripts/make_shards.py captions --table data/raw/flickr8k/captions.txt \\
+        --image-root data/raw/flickr8k/Images --prefix flickr8k --out data/flickr8k  # Kaggle's Flickr8k
 
 Every subcommand writes ``{out}/{prefix}-{i:06d}.tar`` + ``{out}/sizes.json`` and prints a summary of
 the samples written and the items skipped (by reason). See docs/data.md for the sample schema.
