@@ -19,9 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from frozen.prep.convert import Sample, WriteOptions, write_samples
 from frozen.errors import DataError
-from frozen.prep.shards import ConvertReport, make_key, read_image_file
+from frozen.prep.convert import Job, Sample, WriteOptions, write_jobs
+from frozen.prep.report import ConvertReport
+from frozen.prep.shards import make_key, read_image_file
 
 COLORS = ("red", "green", "blue", "yellow", "gray", "teal", "black", "brown")
 SHAPES = ("circle", "rectangle", "triangle")
@@ -89,26 +90,33 @@ def _load_split(split: str) -> tuple[dict[int, str], list[tuple[str, str, int]]]
     return paths, list(zip(texts, answers, image_ids))
 
 
-def convert_easyvqa(out_dir: str | Path, *, splits: Sequence[str] = ("train", "test"),
+def convert_easyvqa(out_dir: str | Path, *, splits: Sequence[str] = ("train", "test"), prefix: str | None = None,
                     opts: WriteOptions | None = None) -> ConvertReport:
     """Write caption and VQA shards of each split; ``opts.limit`` keeps the first N images
-    (by id) and their questions. Images that yield no caption are counted as
-    ``caption_underivable`` (their questions still go to the VQA shards)."""
+    (by id) and their questions (the others counted as ``beyond_limit``). Images that yield no
+    caption are counted as ``caption_underivable`` (their questions still go to the VQA shards).
+    Records: images (caption shards) and questions (VQA shards). ``prefix`` names the shards
+    ``{prefix}-captions-{split}`` / ``{prefix}-vqa-{split}`` (default: no prefix)."""
     opts = opts or WriteOptions(max_count=1000)
     report = ConvertReport(str(out_dir))
+    bad = [s for s in splits if s not in ("train", "test")]
+    if bad:
+        raise DataError(f"easy-VQA splits are 'train' and 'test', got {', '.join(map(repr, bad))}")
+    jobs = []
     for split in splits:
-        if split not in ("train", "test"):
-            raise DataError(f"easy-VQA splits are 'train' and 'test', got {split!r}")
         paths, questions = _load_split(split)
         image_ids = sorted(paths)[: opts.limit] if opts.limit is not None else sorted(paths)
         kept = set(image_ids)
+        report.skip("beyond_limit", count=len(paths) - len(kept) + sum(q[2] not in kept for q in questions))
         by_image: dict[int, list[tuple[str, str]]] = defaultdict(list)
         for text, answer, image_id in questions:
             by_image[image_id].append((text, answer))
         # All images in memory (~430 bytes each): read once, used by caption and VQA samples.
         images = {image_id: read_image_file(paths[image_id], verify=opts.verify) for image_id in image_ids}
 
-        def caption_sample(image_id: int, split: str = split) -> Sample | str:
+        # Default arguments bind this split's data: the jobs run after the loop.
+        def caption_sample(image_id: int, split: str = split, images: dict = images,
+                           by_image: dict = by_image) -> Sample | str:
             derived = derive_caption(by_image[image_id])
             if derived is None:
                 return "caption_underivable"
@@ -121,7 +129,8 @@ def convert_easyvqa(out_dir: str | Path, *, splits: Sequence[str] = ("train", "t
             return (make_key("easyvqa", split, "img", f"{image_id:05d}"),
                     {loaded[1]: loaded[0], "txt": caption, "json": json.dumps(meta)})
 
-        def vqa_sample(item: tuple[int, tuple[str, str, int]], split: str = split) -> Sample | str:
+        def vqa_sample(item: tuple[int, tuple[str, str, int]], split: str = split,
+                       images: dict = images) -> Sample | str:
             question_id, (text, answer, image_id) = item
             loaded = images[image_id]
             if isinstance(loaded, str):
@@ -134,10 +143,12 @@ def convert_easyvqa(out_dir: str | Path, *, splits: Sequence[str] = ("train", "t
             key = make_key("easyvqa", split, "q", f"{question_id:06d}")
             return key, {loaded[1]: loaded[0], "json": json.dumps(meta)}
 
-        write_samples(report, out_dir, f"captions-{split}", image_ids, caption_sample, opts)
         # question_id = index in the package's question list: stable across runs and --limit values.
         vqa_items = [(qid, q) for qid, q in enumerate(questions) if q[2] in kept]
-        write_samples(report, out_dir, f"vqa-{split}", vqa_items, vqa_sample, opts)
+        lead = f"{prefix}-" if prefix else ""
+        jobs += [Job(f"{lead}captions-{split}", image_ids, caption_sample),
+                 Job(f"{lead}vqa-{split}", vqa_items, vqa_sample)]
+    write_jobs(report, out_dir, jobs, opts)
     return report
 
 

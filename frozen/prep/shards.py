@@ -5,6 +5,9 @@ Shards are plain webdataset tars ``{out}/{prefix}-{index:06d}.tar`` written with
 original encoded bytes. ``{out}/sizes.json`` maps each shard file name to its sample count (the
 format open_clip and others read). Tars are written with a fixed mtime, so converting the same
 input twice produces byte-identical shards.
+
+A sink never touches shards it did not write: existing ``{prefix}-*.tar`` files stop the run
+(:func:`check_free`) unless ``overwrite`` is set, and other prefixes' files are never looked at.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from webdataset import TarWriter
 
 from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
+from frozen.errors import DataError
 
 T = TypeVar("T")
 # A progress wrapper: ``track(iterable, description, total)`` yields the iterable's items.
@@ -50,21 +52,62 @@ def _tar_entry_size(n: int) -> int:
     return 512 + (n + 511) // 512 * 512  # header block + data padded to 512-byte blocks
 
 
+def _own_shards(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar(\.tmp)?$")
+
+
+def read_sizes(out_dir: str | Path) -> dict[str, int]:
+    """``out_dir/sizes.json`` ({shard name: samples}); {} when absent, DataError when unreadable."""
+    path = Path(out_dir) / "sizes.json"
+    if not path.exists():
+        return {}
+    try:
+        sizes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(path)!r} is not readable JSON ({exc}); fix or delete it (it only lists shard sizes)")
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) for v in sizes.values()):
+        raise DataError(f"{str(path)!r} is not a {{shard name: sample count}} object; fix or delete it")
+    return sizes
+
+
+def check_free(out_dir: str | Path, prefixes: Iterable[str], overwrite: bool = False) -> None:
+    """Raise DataError (before any work) if ``out_dir`` is not a usable folder, its ``sizes.json`` is
+    unreadable, or -- unless ``overwrite`` -- it already holds shards of one of ``prefixes``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {str(out)!r} is a file; pass a folder for the shards")
+    if not out.is_dir():
+        return
+    read_sizes(out)
+    if overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir())
+    for prefix in prefixes:
+        taken = [n for n in names if _own_shards(prefix).match(n)]
+        if taken:
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            raise DataError(f"--out {str(out)!r} already holds {taken[0]}{more} (prefix {prefix!r}); pass --overwrite "
+                            f"to replace them, or choose another --out or --prefix")
+
+
 class ShardSink:
     """Writes samples to ``{out_dir}/{prefix}-{i:06d}.tar``, starting a new shard before one would
     exceed ``max_count`` samples or ``max_size`` bytes (a single larger sample gets its own shard).
 
-    Shards are written as ``.tmp`` and renamed when complete; on :meth:`close`, shards of the same
-    prefix left over from an earlier, larger run are deleted and ``sizes.json`` is updated.
-    Duplicate keys raise ``ValueError`` (they would silently merge samples when reading).
+    Existing shards of ``prefix`` raise DataError unless ``overwrite``; with it, those this run
+    does not rewrite are deleted on :meth:`close`. Shards are written as ``.tmp`` and renamed when
+    complete; ``close`` updates ``sizes.json`` (other prefixes' entries kept). Duplicate keys raise
+    ``ValueError`` (they would silently merge samples when reading).
     """
 
     def __init__(self, out_dir: str | Path, prefix: str, *, max_count: int = DEFAULT_MAX_COUNT,
-                 max_size: int = DEFAULT_MAX_SIZE):
+                 max_size: int = DEFAULT_MAX_SIZE, overwrite: bool = False):
         if max_count < 1 or max_size < 1:
             raise ValueError(f"max_count and max_size must be >= 1, got {max_count}, {max_size}")
+        check_free(out_dir, [prefix], overwrite)
         self.out_dir, self.prefix = Path(out_dir), prefix
         self.max_count, self.max_size = max_count, max_size
+        self.overwrite = overwrite
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.counts: list[int] = []  # samples per finished or open shard
         self._writer: TarWriter | None = None
@@ -73,6 +116,10 @@ class ShardSink:
 
     def shard_name(self, index: int) -> str:
         return f"{self.prefix}-{index:06d}.tar"
+
+    def has(self, key: str) -> bool:
+        """Whether a sample with this key was written in this run."""
+        return key in self._keys
 
     @property
     def written(self) -> int:
@@ -108,14 +155,17 @@ class ShardSink:
         self._size += size
 
     def close(self) -> dict[str, int]:
-        """Finish the last shard, remove stale ones, update ``sizes.json``; returns ``{shard: count}``."""
+        """Finish the last shard, update ``sizes.json`` and, with ``overwrite``, delete this prefix's shards
+        from an earlier, larger run; returns ``{shard: count}``."""
         self._finish_shard()
         sizes = {self.shard_name(i): n for i, n in enumerate(self.counts)}
-        stale = re.compile(rf"^{re.escape(self.prefix)}-\d{{6}}\.tar(\.tmp)?$")
-        for path in self.out_dir.iterdir():
-            if stale.match(path.name) and path.name not in sizes:
-                path.unlink()
-        update_sizes_json(self.out_dir, self.prefix, sizes)
+        if self.overwrite:
+            own = _own_shards(self.prefix)
+            for path in self.out_dir.iterdir():
+                if own.match(path.name) and path.name not in sizes:
+                    path.unlink()
+        if sizes or self.overwrite or (self.out_dir / "sizes.json").exists():
+            update_sizes_json(self.out_dir, self.prefix, sizes)
         return sizes
 
     def __enter__(self) -> "ShardSink":
@@ -140,7 +190,7 @@ def shard_pattern(prefix: str, num_shards: int) -> str | None:
 def update_sizes_json(out_dir: Path, prefix: str, sizes: dict[str, int]) -> None:
     """Replace ``prefix``'s entries in ``out_dir/sizes.json`` by ``sizes``, keeping other prefixes."""
     path = out_dir / "sizes.json"
-    current: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+    current = read_sizes(out_dir)
     own = re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar$")
     merged = {k: v for k, v in current.items() if not own.match(k)} | sizes
     tmp = path.with_suffix(".json.tmp")
@@ -170,26 +220,7 @@ def read_image_file(path: str | Path, *, verify: bool = False) -> tuple[bytes, s
     return data, sniff_image_format(data) or "img"
 
 
-@dataclass
-class ConvertReport:
-    """What a converter wrote: per shard prefix the shard counts, plus skipped items by reason."""
-
-    out_dir: str
-    shards: dict[str, dict[str, int]] = field(default_factory=dict)  # prefix -> {shard name: samples}
-    skipped: Counter = field(default_factory=Counter)
-
-    def add_sink(self, sink: ShardSink) -> None:
-        self.shards[sink.prefix] = sink.close()
-
-    def written(self, prefix: str | None = None) -> int:
-        groups = [self.shards[prefix]] if prefix is not None else self.shards.values()
-        return sum(sum(g.values()) for g in groups)
-
-    def patterns(self) -> dict[str, str | None]:
-        return {prefix: shard_pattern(prefix, len(s)) for prefix, s in self.shards.items()}
-
-
 __all__ = [
-    "ShardSink", "ConvertReport", "Track", "no_track", "make_key", "shard_pattern", "update_sizes_json",
-    "read_image_file", "DEFAULT_MAX_COUNT", "DEFAULT_MAX_SIZE",
+    "ShardSink", "Track", "no_track", "make_key", "shard_pattern", "update_sizes_json",
+    "read_image_file", "read_sizes", "check_free", "DEFAULT_MAX_COUNT", "DEFAULT_MAX_SIZE",
 ]
