@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from PIL import Image
-from webdataset.gopen import gopen
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 if TYPE_CHECKING:
     import torch
@@ -141,6 +139,11 @@ def iter_shard(url: str, counts: Counter) -> Iterator[tuple[str, dict[str, bytes
     ``unreadable_shard``) and iteration moves on; members read completely before the cut are
     still yielded (an incomplete last sample is then rejected by :func:`parse_sample`).
     """
+    # imported here: the webdataset package imports torch (~4 s), which the shard *writers* (frozen.prep,
+    # scripts/make_shards.py) that share this module's byte checks should not pay for
+    from webdataset.gopen import gopen
+    from webdataset.tariterators import base_plus_ext, tar_file_iterator
+
     key: str | None = None
     files: dict[str, bytes] = {}
     try:

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from webdataset import TarWriter
 
 from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
 from frozen.errors import DataError
@@ -110,7 +109,7 @@ class ShardSink:
         self.overwrite = overwrite
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.counts: list[int] = []  # samples per finished or open shard
-        self._writer: TarWriter | None = None
+        self._writer: Any = None  # webdataset.TarWriter, imported when the first shard opens
         self._size = 0
         self._keys: set[str] = set()
 
@@ -147,6 +146,9 @@ class ShardSink:
             path = self.out_dir / f"{self.shard_name(len(self.counts))}.tmp"
             # encoder=False: values are already bytes. A fixed *int* mtime makes tars reproducible (a
             # float one would add a PAX header per file).
+            # imported here: webdataset pulls in torch (~4 s), which argument checking should not wait for
+            from webdataset import TarWriter
+
             self._writer = TarWriter(str(path), encoder=False, mtime=0)
             self.counts.append(0)
             self._size = 0
