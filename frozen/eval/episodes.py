@@ -56,7 +56,8 @@ class Episode:
     ``"Q: {question} A:"`` followed by ``" {answer_prefix}"`` when that is set (naming tasks use
     ``question="What is this?"``, ``answer_prefix="This is a"``; VQA tasks leave it empty), and the
     model should continue with ``answer``. ``repeats`` is the number of *extra* presentations of the
-    whole support sequence (0 = shown once), the paper's "repeats" axis. ``task_induction`` is the
+    whole support sequence (0 = shown once): the paper's "repeats" axis repeats the full support
+    (every image with its caption, in the same order) after itself, before the query. ``task_induction`` is the
     instruction line (``"Answer with dax or blicket."``), empty when the task has none.
     """
 
@@ -75,10 +76,11 @@ class Episode:
     # Episodes with the same support_id share their support list (several queries about one
     # support set); evaluation then runs the support through the LM once.
     support_id: str | None = None
+    question_template: str = "Q: {question} A:"
 
     @property
     def query_text(self) -> str:
-        text = f"Q: {self.question} A:"
+        text = self.question_template.format(question=self.question)
         return f"{text} {self.answer_prefix}" if self.answer_prefix else text
 
 
@@ -98,14 +100,14 @@ def task_induction_text(names: Sequence[str]) -> str:
 
 
 def episode_prompt(
-    episode: Episode, *, task_induction: bool, with_images: bool = True, blind: bool = False
+    episode: Episode, *, task_induction: bool, with_images: bool = True, query_image: bool = True
 ) -> tuple[str, list[Image.Image]]:
     """The interleaved prompt of ``episode`` and its images (one per ``<image>`` marker, in order).
 
     Lines are joined with ``"\\n"``; each support line is ``"<image>{caption}"`` and the last line
     is ``"<image>{episode.query_text}"``, which ends where the model continues (no trailing space).
     ``with_images=False`` drops the support markers and images (demonstrations as text only);
-    ``blind=True`` drops the query's marker and image. Both together give a text-only prompt.
+    ``query_image=False`` drops the query's marker and image. Both together give a text-only prompt.
     """
     if task_induction and not episode.task_induction:
         raise ValueError(f"episode {episode.episode_id} of task {episode.task!r} has no task-induction text")
@@ -120,7 +122,7 @@ def episode_prompt(
             lines.append(IMAGE_MARKER + caption)
         else:
             lines.append(caption)
-    if blind:
+    if not query_image:
         lines.append(episode.query_text)
     else:
         images.append(load_image(episode.query_image))
