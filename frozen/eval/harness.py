@@ -32,7 +32,8 @@ def postprocess(text: str, max_words: int | None) -> str:
 class Harness:
     """Generation and gathering for one model; collects rows, predictions, submissions and notes."""
 
-    def __init__(self, model: FrozenModel, cfg: EvaluateConfig, info: dist.DistInfo, log: Callable[[str], None] = print):
+    def __init__(self, model: FrozenModel, cfg: EvaluateConfig, info: dist.DistInfo,
+                 log: Callable[[str], None] = print):
         self.model, self.cfg, self.info, self.log = model, cfg, info, log
         self.data = DataConfig(train_shards="", data_root=cfg.data_root, num_workers=0)
         self.image_size = model.model_cfg.image_size
@@ -112,9 +113,12 @@ class Harness:
                "num_examples": n, "num_trials": len(values), **extra}
         self.rows.append(row)
 
-    def keep(self, task: str, settings: dict[str, Any], condition: str, trial: int, records: list[dict[str, Any]]) -> None:
+    def keep(self, task: str, settings: dict[str, Any], condition: str, trial: int,
+             records: list[dict[str, Any]]) -> None:
+        """Keep scored records for predictions.jsonl (rank 0), tagged with their setting."""
         if self.info.is_main:
-            self.predictions += [{"task": task, **settings, "condition": condition, "trial": trial, **r} for r in records]
+            tag = {"task": task, **settings, "condition": condition, "trial": trial}
+            self.predictions += [{**tag, **r} for r in records]
 
     def limit(self, task: EvalTaskBase) -> int | None:
         return self.cfg.max_examples if self.cfg.max_examples is not None else task.max_examples

@@ -1,5 +1,8 @@
 """Official metrics: VQA accuracy (GT-Vision-Lab/VQA ``vqaEval.py``), BLEU / CIDEr (pycocoevalcap).
 
+(Over 300 lines because it restates the official data tables, ~60 lines of contractions and
+punctuation, next to the code that uses them.)
+
 VQA
     :func:`vqa_accuracy` reproduces ``vqaEval.py`` of GT-Vision-Lab/VQA
     (``PythonEvaluationTools/vqaEvaluation``) at its current master, commit a013f00 (2021), the

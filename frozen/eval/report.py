@@ -24,7 +24,8 @@ SETTING_KEYS = ("shots", "ways", "inner_shots", "repeats", "task_induction")
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The current commit (with a ``-dirty`` suffix when the tree has changes), or None outside git."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
                                text=True, check=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")

@@ -53,7 +53,8 @@ def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     export = resolve_export(cfg.load_path)
     tasks = {name: t for name, t in cfg.eval.tasks.items() if not cfg.tasks or name in cfg.tasks}
     if not tasks:
-        raise FrozenConfigError(f"no tasks to run: preset {cfg.eval.name!r} has {sorted(cfg.eval.tasks)}, tasks={cfg.tasks}")
+        raise FrozenConfigError(
+            f"no tasks to run: preset {cfg.eval.name!r} has {sorted(cfg.eval.tasks)}, tasks={cfg.tasks}")
     blind = trained_blind(export)
     if blind and cfg.blind_model_sees_black_images:
         tasks = for_blind_model(tasks)

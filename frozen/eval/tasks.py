@@ -102,7 +102,8 @@ def load_demo_pool(name: str, task: VqaTaskConfig, data: DataConfig, *, image_si
         if task.demo_pool_size is not None and len(pool) >= task.demo_pool_size:
             break
         if answers_of(example.meta) is None:
-            which = f"demo_shards={task.demo_shards}" if task.demo_shards else f"demo_shards (unset, so shards={shards})"
+            which = (f"demo_shards={task.demo_shards}" if task.demo_shards
+                     else f"demo_shards (unset, so shards={shards})")
             raise DataError(f"task {name}: {which} holds questions without answers ({example.key}), and "
                             "demonstrations need answers: set demo_shards to a split converted with --annotations")
         pool.append(example)
@@ -126,7 +127,8 @@ def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: VqaTaskConfig
             for i in sample_shots(len(pool), shots, rng, exclude=pool.excluded_for(ex.key, ex.meta)):
                 key, image, meta = pool.demo(i)
                 demo_keys.append(key)
-                text = render(task.prompt, question=meta["question"]) + render(task.demo_answer, answer=vqa_answer(meta))
+                text = (render(task.prompt, question=meta["question"])
+                        + render(task.demo_answer, answer=vqa_answer(meta)))
                 if with_images:
                     parts.append(IMAGE_MARKER + text)
                     images.append(image)
@@ -145,7 +147,8 @@ def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: VqaTaskConfig
 
 
 # ------------------------------------------------------------------------------------- captions
-def caption_queries(items: Sequence[Any], task: CaptionTaskConfig, *, condition: str, start_text: str) -> Iterator[Query]:
+def caption_queries(items: Sequence[Any], task: CaptionTaskConfig, *, condition: str,
+                    start_text: str) -> Iterator[Query]:
     """``<image>{caption_prompt}``; ``no_image`` starts from ``caption_prompt`` or, when that is
     empty, ``start_text`` (the LM's BOS/EOS), with no image."""
     for ex in items:
@@ -163,7 +166,8 @@ def load_episodes(task: BindingTaskConfig | DeepMindTaskConfig, *, ways: int, sh
     """One set of episodes for (ways, inner shots, repeats), with the task's query templates."""
     if isinstance(task, BindingTaskConfig):
         episodes = build_easyvqa_binding(split=task.split, ways=ways, shots=shots, num_episodes=task.num_episodes,
-                                         seed=seed, category=task.category, queries_per_episode=task.queries_per_episode)
+                                         seed=seed, category=task.category,
+                                         queries_per_episode=task.queries_per_episode)
     else:
         if not task.root or not task.task:
             raise DataError("a deepmind task needs root= (the extracted archives) and task= (e.g. open_ended_mi); "

@@ -51,7 +51,8 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     settings = {(r["task"], r["metric"], r.get("shots"), r["condition"]) for r in rows}
     assert ("caps", "CIDEr", 0, "no_image") in settings and ("caps", "perplexity", 0, "image") in settings
     assert {("vqa", "vqa_accuracy", s, c) for s in (0, 2) for c in ("image", "no_image")} <= settings
-    assert ("vqa", "vqa_accuracy", 2, "text_demos") in settings and ("vqa", "vqa_accuracy", 0, "text_demos") not in settings
+    assert ("vqa", "vqa_accuracy", 2, "text_demos") in settings
+    assert ("vqa", "vqa_accuracy", 0, "text_demos") not in settings
     assert ("vqa", "vqa_accuracy[yes/no]", 0, "image") in settings
     episodes = {(r["task"], r["metric"], r["ways"], r["inner_shots"], r["repeats"], r["task_induction"], r["condition"])
                 for r in rows if r["task"] == "bind"}
@@ -60,7 +61,8 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     assert all("shots" not in r for r in rows if r["task"] == "bind")
     assert results["templates"]["vqa"]["query"] == "Q: {question} A:" and results["trained_blind"] is False
     by = {(r["task"], r["metric"], r.get("shots"), r["condition"]): r for r in rows}
-    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_examples"] == 24 and by[("vqa", "vqa_accuracy", 0, "image")]["num_trials"] == 1
+    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_examples"] == 24
+    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_trials"] == 1
     assert by[("vqa", "vqa_accuracy", 2, "image")]["num_trials"] == 2
     assert by[("vqa", "vqa_accuracy", 2, "image")]["demo_pool_size"] == 40  # the whole train split
     assert by[("caps", "BLEU-4", 0, "image")]["num_examples"] == 16
@@ -165,7 +167,8 @@ def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path
                          data_root=str(tmp_path), run_dir=str(tmp_path / "shared"), batch_size=3, device="cpu")
     calls = []
     original = FrozenModel.generate_shared
-    monkeypatch.setattr(FrozenModel, "generate_shared", lambda self, *a, **k: calls.append(len(a[3])) or original(self, *a, **k))
+    monkeypatch.setattr(FrozenModel, "generate_shared",
+                        lambda self, *a, **k: calls.append(len(a[3])) or original(self, *a, **k))
     evaluate(cfg)
     assert calls == [4] * 6  # 3 support sets x 2 conditions, 4 queries each
     preds = [json.loads(line) for line in (tmp_path / "shared" / "predictions.jsonl").read_text().splitlines()]
@@ -175,6 +178,7 @@ def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path
     episodes = T.load_episodes(task, ways=2, shots=1, repeats=0, seed=0)
     for condition in ("image", "no_image"):
         queries = list(T.episode_queries(episodes, induction=True, condition=condition))
-        alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3, stop_strings=["\n"])
+        alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3,
+                               stop_strings=["\n"])
         got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition and p["task_induction"]}
         assert got == {q.id: text for q, text in zip(queries, alone)}

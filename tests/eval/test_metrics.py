@@ -161,8 +161,8 @@ def _parity_cases(n: int = 3000):
         pool = base + answers + [_phrase(rng)]
         prediction = rng.choice(pool) if rng.random() < 0.8 else _phrase(rng)
         if rng.random() < 0.3:  # the same answer written differently
-            prediction = rng.choice([str.upper, str.title, lambda s: s + ".", lambda s: "the " + s, lambda s: s + "\n"])(
-                prediction)
+            variants = [str.upper, str.title, lambda s: s + ".", lambda s: "the " + s, lambda s: s + "\n"]
+            prediction = rng.choice(variants)(prediction)
         yield prediction, answers
 
 
