@@ -270,3 +270,21 @@ def test_presets_compose_into_their_kinds_schemas():
         bad = compose(config_name="eval", overrides=["eval=easyvqa", "+eval.tasks.easyvqa_vqa.ways=[2]"])
         with pytest.raises(FrozenConfigError, match="eval task easyvqa_vqa \\(kind=vqa\\): unknown key\\(s\\) ways"):
             OmegaConf.to_object(bad)
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_training_records_trained_blind_in_the_export(tmp_path, caption_data, tiny_gpt2, blind):
+    from frozen.config import LMConfig, LoggerConfig, ModelConfig, TrainConfig, TrainerConfig
+    from frozen.eval.run import trained_blind
+    from frozen.train.loop import train
+
+    cfg = TrainConfig(
+        model=ModelConfig(vision="tiny_cnn", image_size=SIZE, num_prefix_tokens=2), lm=LMConfig(name=str(tiny_gpt2)),
+        data=DataConfig(train_shards="caps/train-*.tar", data_root=str(caption_data), num_workers=0, shuffle_buffer=0,
+                        max_length=16),
+        trainer=TrainerConfig(max_steps=2, batch_size=4, val_every=0, ckpt_every=0, num_sample_captions=0,
+                              device="cpu", precision="fp32", blind=blind),
+        logger=LoggerConfig(backend="none"), data_root=str(caption_data), run_dir=str(tmp_path / "run"))
+    export = Path(train(cfg)["export"])
+    assert json.loads((export / "frozen_config.json").read_text())["trained_blind"] is blind
+    assert trained_blind(export) is blind
