@@ -1,5 +1,6 @@
-"""Evaluation: metrics with the official code's behaviour (``metrics``), few-shot episode sets
-(``episodes``), queries per task kind and condition (``tasks``), one function per task kind
+"""Evaluation: metrics with the official code's behaviour (``metrics``), few-shot episodes
+(``episodes``: format, prompts, the offline binding set; ``deepmind``: the released sets),
+queries per task kind and condition (``tasks``), one function per task kind
 (``runners``: ``eval_vqa``, ``eval_caption``, ``eval_episodes``), the harness that generates and
 gathers (``harness``), results files and tables (``report``) and the entry point (``run.evaluate``).
 The task schemas (one per kind) live in ``frozen.config``.

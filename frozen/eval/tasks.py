@@ -21,7 +21,8 @@ from frozen.config import BindingTaskConfig, CaptionTaskConfig, DataConfig, Deep
 from frozen.data.pipeline import iter_eval_samples
 from frozen.data.samples import _answer_strings, vqa_answer
 from frozen.errors import DataError
-from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_prompt, load_deepmind_task
+from frozen.eval.deepmind import load_deepmind_task
+from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_prompt
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
 
 

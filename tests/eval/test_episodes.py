@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from frozen.errors import DataError
+from frozen.eval.deepmind import load_deepmind_task
 from frozen.eval.episodes import (
     Episode,
     build_easyvqa_binding,
     easyvqa_labels,
     episode_prompt,
-    load_deepmind_task,
     task_induction_text,
 )
 from frozen.model.prompts import IMAGE_MARKER
