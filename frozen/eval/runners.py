@@ -112,15 +112,18 @@ def eval_caption(name: str, task: CaptionTaskConfig, h: Harness) -> None:
         for metric in ("BLEU-4", "CIDEr"):
             h.add_row(name, metric, condition, [scores[metric]], n, settings)
         h.log(f"{name} {condition}: BLEU-4 {scores['BLEU-4']:.3f} CIDEr {scores['CIDEr']:.3f} (n={n})")
-    if "image" in task.conditions:
-        n = sum(dist.all_gather_objects(len(items)))
-        h.add_row(name, "perplexity", "image", [perplexity(h, items)], n, settings)
+    for condition in ("image", "black_images"):
+        if condition in task.conditions:
+            n = sum(dist.all_gather_objects(len(items)))
+            ppl = perplexity(h, items, black=condition == "black_images")
+            h.add_row(name, "perplexity", condition, [ppl], n, settings)
 
 
 @torch.no_grad()
-def perplexity(h: Harness, items: list[Any]) -> float:
-    """exp(summed caption-token cross-entropy / number of caption tokens) with the image prefix,
-    over all ranks' items: a per-token mean, not a mean of per-caption perplexities."""
+def perplexity(h: Harness, items: list[Any], black: bool = False) -> float:
+    """exp(summed caption-token cross-entropy / number of caption tokens) with the image prefix
+    (of a black image when ``black``), over all ranks' items: a per-token mean, not a mean of
+    per-caption perplexities."""
     from frozen.data.collate import Collator
 
     collate = Collator(h.model.tokenizer, h.data.max_length)
@@ -131,7 +134,8 @@ def perplexity(h: Harness, items: list[Any]) -> float:
         labels = batch["labels"]
         n = int((labels != -100).sum())
         with h.autocast:
-            out = h.model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels,
+            images = torch.zeros_like(batch["images"]) if black else batch["images"]  # [B, 3, S, S]
+            out = h.model(images, batch["input_ids"], batch["attention_mask"], labels=labels,
                           num_items_in_batch=max(n, 1))
         totals += torch.tensor([out.loss.float().item() * n, n], dtype=torch.float64)
     totals = dist.all_reduce_sum(totals.to(h.info.device)).cpu()

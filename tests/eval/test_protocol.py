@@ -105,14 +105,15 @@ class StubGenerate:
         return out
 
 
-def _evaluate(export_dir, data_root, tmp_path, tasks, monkeypatch, batch_size=4):
+def _evaluate(export_dir, data_root, tmp_path, tasks, monkeypatch, batch_size=4, **overrides):
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
 
     stub = StubGenerate()
     monkeypatch.setattr(FrozenModel, "generate", lambda self, *args, **kwargs: stub(self, *args, **kwargs))
     cfg = EvaluateConfig(eval=EvalSuiteConfig(name="protocol", tasks=tasks), load_path=str(export_dir),
-                         data_root=str(data_root), run_dir=str(tmp_path), batch_size=batch_size, device="cpu")
+                         data_root=str(data_root), run_dir=str(tmp_path), batch_size=batch_size, device="cpu",
+                         **overrides)
     return evaluate(cfg), stub
 
 
@@ -211,11 +212,21 @@ def test_train_blind_export_is_evaluated_with_black_images(tiny_gpt2, data_root,
     model = FrozenModel.from_pretrained(str(tiny_gpt2), vision="tiny_cnn", image_size=SIZE)
     export = model.save_pretrained(tmp_path / "blind_export", metadata={"trained_blind": True})
     assert json.loads((export / "frozen_config.json").read_text())["trained_blind"] is True
-    task = VqaTaskConfig(shards="vqa/val-*.tar", conditions=["image", "no_image"])
-    rows, stub = _evaluate(export, data_root, tmp_path / "run", {"v": task}, monkeypatch)
-    assert {r["condition"] for r in rows} == {"black_images", "no_image"}
+    tasks = {"v": VqaTaskConfig(shards="vqa/val-*.tar", conditions=["image", "no_image"]),
+             "c": CaptionTaskConfig(shards="caps/single-*.tar", conditions=["image"])}
+    rows, stub = _evaluate(export, data_root, tmp_path / "run", tasks, monkeypatch)
+    assert {r["condition"] for r in rows if r["task"] == "v"} == {"black_images", "no_image"}
+    assert {(r["metric"], r["condition"]) for r in rows if r["task"] == "c"} == {
+        ("BLEU-4", "black_images"), ("CIDEr", "black_images"), ("perplexity", "black_images")}
+    # the perplexity of black images is the model's loss on zeros, not on the pictures
+    real, _ = _evaluate(export, data_root, tmp_path / "real", {"c": tasks["c"]}, monkeypatch,
+                        blind_model_sees_black_images=False)
+    assert {r["condition"] for r in real} == {"image"}
+    assert [r["mean"] for r in rows if r["metric"] == "perplexity"] != [r["mean"] for r in real
+                                                                         if r["metric"] == "perplexity"]
     with_images = [imgs for p, imgs in stub.calls if "<image>" in p]
-    assert len(with_images) == len(VQA) and all(len(imgs) == 1 and not imgs[0].any() for imgs in with_images)
+    assert len(with_images) == len(VQA) + len(CAPTIONS)
+    assert all(len(imgs) == 1 and not imgs[0].any() for imgs in with_images)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["trained_blind"] is True
 
 
