@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -94,7 +94,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "results", extra_colu
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "results", console: Console | None = None,
-                notes: list[str] = (), **kwargs: Any) -> None:
+                notes: Sequence[str] = (), **kwargs: Any) -> None:
     """The results table, then one line per note (e.g. why a task has no rows)."""
     console = console or Console()
     console.print(results_table(rows, title, **kwargs))
