@@ -59,11 +59,11 @@ def eval_vqa(name: str, task: VqaTaskConfig, h: Harness) -> None:
                         "evaluate an answered split or a test split, not a mixture")
     scored = unanswered == 0
     pool = T.load_demo_pool(name, task, h.data, image_size=h.image_size) if max(task.shots) > 0 else None
-    extra = {"demo_pool_size": len(pool)} if pool is not None else {}
     for shots, condition in itertools.product(task.shots, task.conditions):
         if condition == "text_demos" and shots == 0:
             continue  # identical to "image" without demonstrations
         settings = {"shots": shots}
+        extra = {"demo_pool_size": len(pool)} if shots > 0 else {}  # the pool the demonstrations came from
         overall, by_type, type_n, n = [], {}, {}, 0
         for trial in range(task.num_trials if shots > 0 else 1):
             queries = T.vqa_queries(items, pool, task, shots=shots, condition=condition, seed=h.cfg.seed, trial=trial)

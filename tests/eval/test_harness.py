@@ -65,6 +65,7 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     assert by[("vqa", "vqa_accuracy", 0, "image")]["num_trials"] == 1
     assert by[("vqa", "vqa_accuracy", 2, "image")]["num_trials"] == 2
     assert by[("vqa", "vqa_accuracy", 2, "image")]["demo_pool_size"] == 40  # the whole train split
+    assert "demo_pool_size" not in by[("vqa", "vqa_accuracy", 0, "image")]
     assert by[("caps", "BLEU-4", 0, "image")]["num_examples"] == 16
     assert all(0.0 <= r["mean"] <= 1.0 for r in rows if r["metric"].startswith(("vqa", "accuracy")))
     # provenance: config, commit, checkpoint hash
