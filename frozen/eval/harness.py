@@ -1,35 +1,39 @@
-"""The few-shot harness: run every task of a preset under its shots x conditions x trials grid.
+"""The evaluation harness: batched generation, gathering across ranks, and the collected outputs.
 
-Each rank generates answers for its share of the items (split by index, no duplicates, no drops),
-the per-example records are gathered on rank 0, and rank 0 scores them. Every setting yields rows
-``{"task", "metric", "shots", "condition", "mean", "stddev", "num_examples", "num_trials"}``: the
-mean and sample standard deviation over seeded trials (1 trial where nothing is sampled).
+The task kinds themselves are plain functions in :mod:`frozen.eval.runners`; they build queries
+(:mod:`frozen.eval.tasks`), call :meth:`Harness.generate` and :meth:`Harness.gather`, score, and
+hand rows and predictions back through :meth:`Harness.add_row` / :meth:`Harness.keep`.
+
+Each rank generates answers for its share of the items (split by index, no duplicates, no drops);
+the per-example records are gathered on every rank in an id order and scored identically.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from contextlib import nullcontext
 from typing import Any, Callable, Iterable
 
 import torch
 
-from frozen.train import dist
-from frozen.config import EvalTaskConfig, EvaluateConfig
-from frozen.config import DataConfig
+from frozen.config import DataConfig, EvalTaskBase, EvaluateConfig
 from frozen.eval import tasks as T
-from frozen.eval.metrics import caption_scores, exact_match, mean_std, vqa_accuracy
+from frozen.eval.metrics import mean_std
 from frozen.model.frozen_model import FrozenModel
+from frozen.train import dist
 
 
 def postprocess(text: str, max_words: int | None) -> str:
-    """Generated text is already cut at the first newline; optionally keep the first N words."""
+    """What reaches the metric: the generated text (already cut at the first stop string, ``"\\n"``,
+    and stripped by ``generate``), optionally cut to its first ``max_words`` words."""
     return " ".join(text.split()[:max_words]) if max_words else text.strip()
 
 
 class Harness:
-    def __init__(self, model: FrozenModel, cfg: EvaluateConfig, info: dist.DistInfo, log: Callable[[str], None] = print):
+    """Generation and gathering for one model; collects rows, predictions, submissions and notes."""
+
+    def __init__(self, model: FrozenModel, cfg: EvaluateConfig, info: dist.DistInfo,
+                 log: Callable[[str], None] = print):
         self.model, self.cfg, self.info, self.log = model, cfg, info, log
         self.data = DataConfig(train_shards="", data_root=cfg.data_root, num_workers=0)
         self.image_size = model.model_cfg.image_size
@@ -37,22 +41,26 @@ class Harness:
         self.autocast = torch.autocast(info.device.type, dtype=amp) if amp else nullcontext()
         self.rows: list[dict[str, Any]] = []
         self.predictions: list[dict[str, Any]] = []
+        self.submissions: dict[str, list[dict[str, Any]]] = {}  # file name -> official server format
+        self.notes: list[str] = []  # printed under the results table (e.g. why a task has no rows)
 
-    # ------------------------------------------------------------------ plumbing
-    def _generate(self, queries: Iterable[T.Query], task: EvalTaskConfig, stops: list[str]) -> list[dict[str, Any]]:
-        """Batched generation for this rank's queries; returns one record per query.
+    # ------------------------------------------------------------------ generation
+    def generate(self, queries: Iterable[T.Query], task: EvalTaskBase) -> list[dict[str, Any]]:
+        """Batched greedy generation for this rank's queries, cut at a newline; one record per query.
 
         Consecutive queries of one group (several questions about one support set) go through
         ``generate_shared``: the support is encoded and run through the LM once, its KV cache
         reused for every batch of queries. Greedy answers are the same either way (tested).
         """
-        records, batch = [], []
+        records: list[dict[str, Any]] = []
+        batch: list[T.Query] = []
+        stops = ["\n"]
 
         def record(q: T.Query, text: str) -> None:
             records.append({"id": q.id, "prompt": q.prompt, "prediction": postprocess(text, task.max_answer_words),
                             "raw": text, "target": q.target, **q.meta})
 
-        def flush():
+        def flush() -> None:
             with self.autocast:
                 texts = self.model.generate([q.images for q in batch], [q.prompt for q in batch],
                                             max_new_tokens=task.max_new_tokens, stop_strings=stops,
@@ -85,131 +93,32 @@ class Harness:
             flush()
         return records
 
-    def _gather(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def gather(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All ranks' records on every rank, in a rank-independent order (by id)."""
         merged = [r for part in dist.all_gather_objects(records) for r in part]
         return sorted(merged, key=lambda r: str(r["id"]))
 
-    def _row(self, task: str, metric: str, shots: int, condition: str, values: list[float], n: int) -> None:
+    def answer(self, queries: Iterable[T.Query], task: EvalTaskBase, condition: str) -> list[dict[str, Any]]:
+        """Generate (with black images under ``black_images``) and gather: every rank's records."""
+        if condition == "black_images":
+            queries = T.black_out(queries, self.image_size)
+        return self.gather(self.generate(queries, task))
+
+    # ------------------------------------------------------------------ outputs
+    def add_row(self, task: str, metric: str, condition: str, values: list[float], n: int,
+                settings: dict[str, Any], **extra: Any) -> None:
+        """One results row: mean and sample std over ``values`` (one per trial)."""
         mean, std = mean_std(values)
-        self.rows.append({"task": task, "metric": metric, "shots": shots, "condition": condition,
-                          "mean": mean, "stddev": std, "num_examples": n, "num_trials": len(values)})
+        row = {"task": task, "metric": metric, **settings, "condition": condition, "mean": mean, "stddev": std,
+               "num_examples": n, "num_trials": len(values), **extra}
+        self.rows.append(row)
 
-    def _keep(self, task: str, shots: int, condition: str, trial: int, records: list[dict[str, Any]]) -> None:
+    def keep(self, task: str, settings: dict[str, Any], condition: str, trial: int,
+             records: list[dict[str, Any]]) -> None:
+        """Keep scored records for predictions.jsonl (rank 0), tagged with their setting."""
         if self.info.is_main:
-            self.predictions += [{"task": task, "shots": shots, "condition": condition, "trial": trial, **r} for r in records]
+            tag = {"task": task, **settings, "condition": condition, "trial": trial}
+            self.predictions += [{**tag, **r} for r in records]
 
-    def _limit(self, task: EvalTaskConfig) -> int | None:
+    def limit(self, task: EvalTaskBase) -> int | None:
         return self.cfg.max_examples if self.cfg.max_examples is not None else task.max_examples
-
-    # ------------------------------------------------------------------ tasks
-    def run(self, name: str, task: EvalTaskConfig) -> None:
-        for condition in task.conditions:
-            T.check_condition(condition, name)
-        runner = {"vqa": self.run_vqa, "caption": self.run_caption, "binding": self.run_episodes,
-                  "deepmind": self.run_episodes}.get(task.kind)
-        if runner is None:
-            raise ValueError(f"task {name}: unknown kind {task.kind!r}; use vqa, caption, binding or deepmind")
-        if task.kind in ("vqa", "caption") and not task.shards:
-            raise ValueError(f"task {name}: set shards= (a shard pattern relative to data_root={self.cfg.data_root})")
-        runner(name, task)
-
-    def run_vqa(self, name: str, task: EvalTaskConfig) -> None:
-        items = T.load_items(task, self.data, image_size=self.image_size, rank=self.info.rank,
-                             world_size=self.info.world_size, limit=self._limit(task))
-        pool = T.load_demo_pool(task, self.data, image_size=self.image_size) if max(task.shots) > 0 else None
-        for shots in task.shots:
-            for condition in task.conditions:
-                if condition == "text_demos" and shots == 0:
-                    continue  # identical to "image" without demonstrations
-                trials = task.num_trials if shots > 0 else 1
-                overall, by_type, n = [], {}, 0
-                for trial in range(trials):
-                    queries = T.vqa_queries(items, pool, task, shots=shots, condition=condition, seed=self.cfg.seed, trial=trial)
-                    records = self._gather(self._generate(queries, task, ["\n"]))
-                    for r in records:
-                        r["score"] = vqa_accuracy(r["prediction"], r["target"])
-                    n = len(records)
-                    overall.append(sum(r["score"] for r in records) / max(n, 1))
-                    types = sorted({r.get("answer_type") for r in records if r.get("answer_type")})
-                    for t in types:
-                        scores = [r["score"] for r in records if r.get("answer_type") == t]
-                        by_type.setdefault(t, []).append(sum(scores) / len(scores))
-                    self._keep(name, shots, condition, trial, records)
-                    self.log(f"{name} shots={shots} {condition} trial {trial}: vqa accuracy {overall[-1]:.3f} (n={n})")
-                self._row(name, "vqa_accuracy", shots, condition, overall, n)
-                for t, values in by_type.items():
-                    self._row(name, f"vqa_accuracy[{t}]", shots, condition, values, n)
-
-    def run_caption(self, name: str, task: EvalTaskConfig) -> None:
-        items = T.load_items(task, self.data, image_size=self.image_size, rank=self.info.rank,
-                             world_size=self.info.world_size, limit=self._limit(task))
-        tok = self.model.tokenizer
-        start = tok.bos_token or tok.eos_token
-        for condition in task.conditions:
-            if condition == "text_demos":
-                continue  # captioning has no demonstrations
-            queries = T.caption_queries(items, task, condition=condition, start_text=start)
-            records = self._gather(self._generate(queries, task, ["\n"]))
-            n = len(records)
-            scores = caption_scores({r["id"]: r["target"] for r in records}, {r["id"]: [r["prediction"]] for r in records})
-            self._keep(name, 0, condition, 0, records)
-            for metric in ("BLEU-4", "CIDEr"):
-                self._row(name, metric, 0, condition, [scores[metric]], n)
-            self.log(f"{name} {condition}: BLEU-4 {scores['BLEU-4']:.3f} CIDEr {scores['CIDEr']:.3f} (n={n})")
-        if "image" in task.conditions:
-            n = sum(dist.all_gather_objects(len(items)))
-            self._row(name, "perplexity", 0, "image", [self.perplexity(items)], n)
-
-    @torch.no_grad()
-    def perplexity(self, items: list[Any]) -> float:
-        """exp(mean caption-token cross-entropy) with the image prefix, over all ranks' items."""
-        from frozen.data.collate import Collator
-
-        collate = Collator(self.model.tokenizer, self.data.max_length)
-        totals = torch.zeros(2, dtype=torch.float64)  # [summed CE, target tokens]
-        self.model.eval()
-        for start in range(0, len(items), self.cfg.batch_size):
-            chunk = items[start : start + self.cfg.batch_size]
-            batch = collate(chunk)
-            labels = batch["labels"]
-            n = int((labels != -100).sum())
-            with self.autocast:
-                out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels,
-                                 num_items_in_batch=max(n, 1))
-            totals += torch.tensor([out.loss.float().item() * n, n], dtype=torch.float64)
-        totals = dist.all_reduce_sum(totals.to(self.info.device)).cpu()
-        return math.exp(min(50.0, (totals[0] / totals[1].clamp(min=1)).item()))
-
-    def run_episodes(self, name: str, task: EvalTaskConfig) -> None:
-        for ways in task.ways:
-            for shots in task.inner_shots:
-                trials = task.num_trials if task.kind == "binding" else 1  # released sets are fixed
-                episode_sets = [T.load_episodes(task, ways=ways, shots=shots, seed=self.cfg.seed + t) for t in range(trials)]
-                limit = self._limit(task)
-                episode_sets = [eps[:limit] if limit else eps for eps in episode_sets]
-                label = f"{name}_{ways}way"
-                for induction in task.task_induction:
-                    if induction and not all(ep.task_induction for eps in episode_sets for ep in eps):
-                        self.log(f"{label} shots={shots}: no task-induction text in this set (Fast-/Guided-VQA); skipped")
-                        continue
-                    for condition in task.conditions:
-                        cond = condition + ("+induction" if induction else "")
-                        accs, n = [], 0
-                        for trial, episodes in enumerate(episode_sets):
-                            # Split whole support groups across ranks (a group is one episode when
-                            # each support set has a single query): item i -> rank i % world.
-                            groups = {key: i for i, key in enumerate(dict.fromkeys(
-                                ep.support_id or f"#{j}" for j, ep in enumerate(episodes)))}
-                            mine = [ep for j, ep in enumerate(episodes)
-                                    if groups[ep.support_id or f"#{j}"] % self.info.world_size == self.info.rank]
-                            queries = T.episode_queries(mine, induction=induction, condition=condition)
-                            records = self._gather(self._generate(queries, task, ["\n"]))
-                            for r in records:
-                                r["score"] = exact_match(r["prediction"], r["target"])
-                            n = len(records)
-                            accs.append(sum(r["score"] for r in records) / max(n, 1))
-                            self._keep(label, shots, cond, trial, records)
-                        self._row(label, "accuracy", shots, cond, accs, n)
-                        self.log(f"{label} shots={shots} {cond}: accuracy {accs[0] if len(accs) == 1 else sum(accs) / len(accs):.3f} "
-                                 f"(chance {1 / ways:.3f}, n={n}, trials={len(accs)})")

@@ -1,10 +1,18 @@
 """Official metrics: VQA accuracy (GT-Vision-Lab/VQA ``vqaEval.py``), BLEU / CIDEr (pycocoevalcap).
 
+(Over 300 lines because it restates the official data tables, ~60 lines of contractions and
+punctuation, next to the code that uses them.)
+
 VQA
-    :func:`normalize_answer` and :func:`vqa_accuracy` reproduce the current ``vqaEval.py`` of
-    GT-Vision-Lab/VQA (``PythonEvaluationTools/vqaEvaluation``), the evaluator behind the published
-    VQAv2 / OK-VQA numbers, quirks included (each quirk is named where it is reproduced). The data
-    tables below (contractions, number words, articles, punctuation) are those of that file.
+    :func:`vqa_accuracy` reproduces ``vqaEval.py`` of GT-Vision-Lab/VQA
+    (``PythonEvaluationTools/vqaEvaluation``) at its current master, commit a013f00 (2021), the
+    evaluator behind the published VQAv2 / OK-VQA numbers, quirks included (each quirk is named
+    where it is reproduced; tests/eval/official_vqaEval.py runs the original side by side). The
+    previous revision (458a8b2) is an explicit option. The data tables below (contractions, number
+    words, articles, punctuation) are those of that file. See docs/eval_metrics.md.
+
+Naming tasks
+    :func:`exact_match` (normalised) and :func:`strict_match` (the name, then the end of the answer).
 
 Captions
     :func:`caption_scores` runs pycocoevalcap's own ``Bleu(4)`` and ``Cider`` scorers. Their usual
@@ -113,26 +121,45 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def clean_whitespace(text: str) -> str:
+    """The first step of ``VQAEval.evaluate`` for predictions and answers alike:
+    ``text.replace('\\n', ' ').replace('\\t', ' ').strip()``."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """The official normalisation of a predicted answer: newlines and tabs -> spaces, strip, then
-    :func:`process_punctuation` and :func:`process_digit_article`.
+    """The full official normalisation: :func:`clean_whitespace`, :func:`process_punctuation`, then
+    :func:`process_digit_article` (what ``vqaEval.py`` applies to both sides when the ten answers
+    differ).
 
     >>> normalize_answer("Two dogs.")
     '2 dogs'
     """
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    return process_digit_article(process_punctuation(clean_whitespace(text)))
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Per-question VQA accuracy in [0, 1], exactly as ``VQAEval.evaluate``.
+VQA_EVAL_REVISIONS: tuple[str, ...] = ("a013f00", "458a8b2")
+"""Revisions of ``vqaEval.py`` that :func:`vqa_accuracy` reproduces: ``a013f00`` (2021-03-11,
+"Fixed processing answers bug", the current master, default) and ``458a8b2`` (2016-10-08, the
+revision before it, which many older repositories copied)."""
 
-    The prediction is normalised with :func:`normalize_answer`. The ground-truth answers are used
-    raw, except that when they are not all identical (``len(set(answers)) > 1``) each goes through
-    :func:`process_punctuation` only (no lower-casing, no number/article step): this asymmetry is
-    the official behaviour, and it is harmless on VQAv2/OK-VQA, whose answers are stored already
-    normalised. Then, for each ground-truth answer in turn, that answer is left out and the
-    prediction scores ``min(1, matches among the others / 3)``; the result is the mean.
+
+def vqa_accuracy(prediction: str, answers: Sequence[str], *, revision: str = "a013f00") -> float:
+    """Per-question VQA accuracy in [0, 1], exactly as ``VQAEval.evaluate`` at ``revision``.
+
+    Current official code (``a013f00``, the default), step by step:
+
+    1. every answer and the prediction: :func:`clean_whitespace` (newline/tab -> space, strip);
+    2. if the (cleaned) answers are all identical, nothing else is done to either side, so
+       ``"yes."`` against ten ``"yes"`` scores 0 and ``"two"`` against ten ``"2"`` scores 0;
+    3. otherwise both sides go through :func:`process_punctuation` then :func:`process_digit_article`;
+    4. for each answer in turn, that answer is left out and the prediction scores
+       ``min(1, matches among the other answers / 3)``; the result is the mean of these scores.
+
+    ``revision="458a8b2"`` is the previous official revision: the prediction is always fully
+    normalised (:func:`normalize_answer`); the answers are used as stored (not even stripped), and
+    only when they differ each goes through :func:`process_punctuation` (no lower-casing, no
+    number/article step). Step 4 is the same.
 
     With 10 answers, 3 matches give (3 * 2/3 + 7 * 1) / 10 = 0.9. Fewer answers use the same
     leave-one-out mean over what there is, so a single answer always scores 0 (nothing is left to
@@ -142,21 +169,41 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
         raise TypeError("answers must be a list of ground-truth strings, not one string")
     if len(answers) == 0:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer, got an empty list")
-    pred = normalize_answer(prediction)
-    gts = list(answers)
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
-    # Official code leaves out one answer *dict*; each carries a distinct answer_id, so exactly one
-    # entry is removed even when several answers share the same text: hence by position here.
+    if revision == "a013f00":
+        pred, gts = clean_whitespace(prediction), [clean_whitespace(a) for a in answers]
+        if len(set(gts)) > 1:
+            pred = process_digit_article(process_punctuation(pred))
+            gts = [process_digit_article(process_punctuation(a)) for a in gts]
+    elif revision == "458a8b2":
+        pred, gts = normalize_answer(prediction), list(answers)
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+    else:
+        raise ValueError(f"unknown vqaEval.py revision {revision!r}; use one of {', '.join(VQA_EVAL_REVISIONS)}")
+    # The official code leaves out one answer *dict* (``item != gtAnsDatum``); each dict carries a
+    # distinct answer_id, so exactly one entry goes even when several share a text: by position here.
     matches = sum(1 for a in gts if a == pred)
-    scores = [min(1.0, (matches - (gt == pred)) / 3.0) for gt in gts]
-    return sum(scores) / len(scores)
+    scores = [min(1, (matches - (gt == pred)) / 3) for gt in gts]
+    return float(sum(scores)) / len(scores)
 
 
 def exact_match(prediction: str, target: str) -> float:
-    """1.0 when both strings are equal after :func:`normalize_answer`, else 0.0 (binding tasks:
+    """1.0 when both strings are equal after :func:`normalize_answer`, else 0.0 (naming tasks:
     ``"Dax."`` matches ``"dax"``; ``"the dax"`` matches too, since articles are dropped)."""
     return float(normalize_answer(prediction) == normalize_answer(target))
+
+
+_END_OF_ANSWER = re.compile(r"\s*[.!]?\s*")
+
+
+def strict_match(prediction: str, target: str) -> float:
+    """1.0 when the answer is the name and then ends, else 0.0: case-sensitive, no article dropping,
+    no number words; only surrounding whitespace and one final ``.`` or ``!`` may follow
+    (``"dax"``, ``"dax."`` match ``"dax"``; ``"Dax"``, ``"the dax"``, ``"dax and wug"`` do not)."""
+    text = prediction.strip()
+    if not text.startswith(target.strip()):
+        return 0.0
+    return float(_END_OF_ANSWER.fullmatch(text[len(target.strip()):]) is not None)
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:

@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from frozen.train import dist
-from frozen.config import EvaluateConfig
+from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig
 from frozen.errors import FrozenConfigError
+from frozen.eval.episodes import task_induction_text
 from frozen.eval.harness import Harness
 from frozen.eval.report import print_table, write_results
+from frozen.eval.runners import run_task
+from frozen.model.frozen_model import CONFIG_NAME, FrozenModel, resolve_export
+from frozen.train import dist
 from frozen.train.logging import RunLogger, console
-from frozen.model.frozen_model import FrozenModel, resolve_export
+
+
+def trained_blind(export: Path) -> bool:
+    """Whether the export records ``trained_blind: true`` (written by training with ``trainer.blind``)."""
+    return bool(json.loads((Path(export) / CONFIG_NAME).read_text()).get("trained_blind", False))
+
+
+def for_blind_model(tasks: dict[str, EvalTaskConfig]) -> dict[str, EvalTaskConfig]:
+    """The tasks with each ``image`` condition run as ``black_images`` (kept once, in place)."""
+    out = {}
+    for name, task in tasks.items():
+        conditions = list(dict.fromkeys("black_images" if c == "image" else c for c in task.conditions))
+        out[name] = dataclasses.replace(task, conditions=conditions)
+    return out
+
+
+def templates(task: EvalTaskConfig) -> dict[str, Any]:
+    """The prompt strings a task used, reported in results.json beside the scores."""
+    if isinstance(task, VqaTaskConfig):
+        return {"query": task.prompt, "demo_answer": task.demo_answer, "separator": task.separator}
+    if task.kind == "caption":
+        return {"caption_prompt": task.caption_prompt}
+    return {"query": task.question_template, "naming_question": task.naming_question,
+            "answer_prefix": task.answer_prefix, "task_induction": task_induction_text(["{name1}", "{name2}"]),
+            "support_caption": "from the data set (binding: \"This is a {name}.\")", "line_separator": "\n"}
 
 
 def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
@@ -25,27 +53,40 @@ def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     export = resolve_export(cfg.load_path)
     tasks = {name: t for name, t in cfg.eval.tasks.items() if not cfg.tasks or name in cfg.tasks}
     if not tasks:
-        raise FrozenConfigError(f"no tasks to run: preset {cfg.eval.name!r} has {sorted(cfg.eval.tasks)}, tasks={cfg.tasks}")
+        raise FrozenConfigError(
+            f"no tasks to run: preset {cfg.eval.name!r} has {sorted(cfg.eval.tasks)}, tasks={cfg.tasks}")
+    blind = trained_blind(export)
+    if blind and cfg.blind_model_sees_black_images:
+        tasks = for_blind_model(tasks)
     logger = RunLogger(run_dir, active=info.is_main, backend=cfg.logger.backend, project=cfg.logger.project,
                        entity=cfg.logger.entity, name=cfg.logger.name or f"eval-{cfg.eval.name}", tags=cfg.logger.tags,
                        mode=cfg.logger.mode, config=dataclasses.asdict(cfg), total_steps=0)
     try:
+        if blind and info.is_main:
+            logger.print("the model was trained blind (trainer.blind=true): its image condition runs as black_images"
+                         if cfg.blind_model_sees_black_images else
+                         "the model was trained blind, but blind_model_sees_black_images=false: it sees real images")
         torch.manual_seed(cfg.seed)
         model = FrozenModel.from_pretrained(export).to(info.device).eval()
         harness = Harness(model, cfg, info, log=logger.print if info.is_main else (lambda *_: None))
         timings: dict[str, float] = {}
         for name, task in tasks.items():
             start = time.perf_counter()
-            harness.run(name, task)
+            run_task(name, task, harness)
             timings[name] = round(time.perf_counter() - start, 2)
             if info.is_main:
                 logger.print(f"{name}: {timings[name]:.0f} s")
         if info.is_main:
-            out = write_results(run_dir, harness.rows, harness.predictions, config=dataclasses.asdict(cfg), checkpoint=export,
-                                extra={"timings_s": timings})
-            print_table(harness.rows, title=f"{cfg.eval.name}: {export}", console=console)
+            extra = {"timings_s": timings, "trained_blind": blind, "notes": harness.notes,
+                     "templates": {name: templates(task) for name, task in tasks.items()},
+                     "conditions_run": {name: task.conditions for name, task in tasks.items()}}
+            out = write_results(run_dir, harness.rows, harness.predictions, config=dataclasses.asdict(cfg),
+                                checkpoint=export, extra=extra, submissions=harness.submissions)
+            print_table(harness.rows, title=f"{cfg.eval.name}: {export}", console=console, notes=harness.notes)
             logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
-            logger.table("eval/results", 0, list(harness.rows[0]), [list(r.values()) for r in harness.rows])
+            if harness.rows:
+                columns = list(dict.fromkeys(k for r in harness.rows for k in r))  # kinds have different settings
+                logger.table("eval/results", 0, columns, [[r.get(c) for c in columns] for r in harness.rows])
         return harness.rows
     finally:
         logger.finish()

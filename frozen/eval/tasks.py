@@ -1,28 +1,29 @@
-"""Evaluation items and their prompts, per task kind and condition.
+"""Evaluation items and their prompts, per task kind and condition (no model, no scoring here).
 
 A :class:`Query` is what the model sees (interleaved prompt + images) and what it is scored
-against. Conditions, reported side by side:
+against. Conditions (``frozen.config.EVAL_CONDITIONS``), reported side by side:
 
 * ``image``: every image present (the regular setting);
-* ``blind``: no image anywhere (the paper's blind baseline: what the LM guesses from text alone);
+* ``no_image``: no image and no ``<image>`` marker anywhere: what the bare LM guesses from text;
+* ``black_images``: the ``image`` prompt with every image replaced by zeros (black), so each image
+  still contributes its k prefix tokens: the paper's train-blind evaluation (:func:`black_out`);
 * ``text_demos``: demonstrations without their images, the query with its image (few-shot only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
-from frozen.config import EvalTaskConfig
-from frozen.config import DataConfig
+from frozen.config import BindingTaskConfig, CaptionTaskConfig, DataConfig, DeepMindTaskConfig, VqaTaskConfig
 from frozen.data.pipeline import iter_eval_samples
-from frozen.eval.episodes import Episode, build_easyvqa_binding, episode_prompt, load_deepmind_task
+from frozen.data.samples import _answer_strings, vqa_answer
+from frozen.errors import DataError
+from frozen.eval.deepmind import load_deepmind_task
+from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_prompt
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
-from frozen.data.samples import vqa_answer
-
-CONDITIONS = ("image", "blind", "text_demos")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Query:
     id: str
     prompt: str  # text with one <image> marker per entry of images
     images: list[Any]  # [3, S, S] tensors or PIL images
-    target: Any  # vqa: the answers list; caption: references; episode: the answer
+    target: Any  # vqa: the answers list (None on a test split); caption: references; episode: the answer
     meta: dict[str, Any] = field(default_factory=dict)
     # Queries with the same `group` start with the same support: prompt[:support_chars] and
     # images[:support_images]. The harness then runs that support through the LM once.
@@ -39,9 +40,18 @@ class Query:
     support_images: int = 0
 
 
-def check_condition(condition: str, task_name: str) -> None:
-    if condition not in CONDITIONS:
-        raise ValueError(f"task {task_name}: unknown condition {condition!r}; use {', '.join(CONDITIONS)}")
+def black_out(queries: Iterable[Query], image_size: int) -> Iterator[Query]:
+    """The same queries with every image replaced by a black ``[3, S, S]`` image (all zeros in the
+    [0, 1] input range, as ``trainer.blind`` feeds in training); prompts and markers unchanged."""
+    black = torch.zeros(3, image_size, image_size)
+    for q in queries:
+        yield replace(q, images=[black] * len(q.images))
+
+
+def answers_of(meta: dict[str, Any]) -> list[str] | None:
+    """A VQA sample's human answers as strings, or None when it has none (a test split)."""
+    answers = _answer_strings(meta.get("answers"))
+    return answers or None
 
 
 # ----------------------------------------------------------------------------------------- VQA
@@ -67,13 +77,13 @@ class DemoPool:
             out.add(self.by_key[key])
         return out
 
-    def demo(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        _, image, meta = self.examples[index]
-        return image.float().div_(255), meta
+    def demo(self, index: int) -> tuple[str, torch.Tensor, dict[str, Any]]:
+        key, image, meta = self.examples[index]
+        return key, image.float().div_(255), meta
 
 
-def load_items(task: EvalTaskConfig, data: DataConfig, *, image_size: int, rank: int, world_size: int,
-               limit: int | None) -> list[Any]:
+def load_items(task: VqaTaskConfig | CaptionTaskConfig, data: DataConfig, *, image_size: int, rank: int,
+               world_size: int, limit: int | None) -> list[Any]:
     """This rank's share of the first ``limit`` items of ``task.shards`` (sample i -> rank i % world)."""
     mine = None if limit is None else len(range(rank, limit, world_size))
     items = []
@@ -84,49 +94,67 @@ def load_items(task: EvalTaskConfig, data: DataConfig, *, image_size: int, rank:
     return items
 
 
-def load_demo_pool(task: EvalTaskConfig, data: DataConfig, *, image_size: int) -> DemoPool:
-    """The same pool on every rank: the first ``demo_pool_size`` samples of the demo split."""
+def load_demo_pool(name: str, task: VqaTaskConfig, data: DataConfig, *, image_size: int) -> DemoPool:
+    """The same pool on every rank: the first ``demo_pool_size`` samples (all when None) of the demo
+    split. Every demonstration needs answers: a split without them fails with one line."""
     shards = task.demo_shards or task.shards
     pool = []
     for example in iter_eval_samples(shards, image_size=image_size, rank=0, world_size=1, cfg=data):
-        if len(pool) >= task.demo_pool_size:
+        if task.demo_pool_size is not None and len(pool) >= task.demo_pool_size:
             break
+        if answers_of(example.meta) is None:
+            which = (f"demo_shards={task.demo_shards}" if task.demo_shards
+                     else f"demo_shards (unset, so shards={shards})")
+            raise DataError(f"task {name}: {which} holds questions without answers ({example.key}), and "
+                            "demonstrations need answers: set demo_shards to a split converted with --annotations")
         pool.append(example)
+    if not pool:
+        raise DataError(f"task {name}: demo_shards={shards} holds no questions; demonstrations need an answered split")
     return DemoPool(pool)
 
 
-def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: EvalTaskConfig, *, shots: int, condition: str,
+def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: VqaTaskConfig, *, shots: int, condition: str,
                 seed: int, trial: int) -> Iterator[Query]:
-    """``[<image>]Q: .. A: answer \\n ... [<image>]Q: {question} A:`` per item, demos seeded per query."""
+    """``[<image>]Q: .. A: answer \\n ... [<image>]Q: {question} A:`` per item, demos seeded per query.
+
+    ``black_images`` is built as ``image`` here; :func:`black_out` then replaces the pixels.
+    ``meta["demo_keys"]`` lists the demonstrations used (provenance; never the query's own image).
+    """
+    with_images = condition in ("image", "black_images")
     for ex in items:
-        parts, images = [], []
+        parts, images, demo_keys = [], [], []
         if shots:
             rng = query_rng(seed, trial, ex.key)
             for i in sample_shots(len(pool), shots, rng, exclude=pool.excluded_for(ex.key, ex.meta)):
-                image, meta = pool.demo(i)
-                text = render(task.prompt, question=meta["question"]) + render(task.demo_answer, answer=vqa_answer(meta))
-                if condition == "image":
+                key, image, meta = pool.demo(i)
+                demo_keys.append(key)
+                text = (render(task.prompt, question=meta["question"])
+                        + render(task.demo_answer, answer=vqa_answer(meta)))
+                if with_images:
                     parts.append(IMAGE_MARKER + text)
                     images.append(image)
                 else:
                     parts.append(text)
         question = render(task.prompt, question=ex.meta["question"])
-        if condition == "blind":
+        if condition == "no_image":
             parts.append(question)
         else:
             parts.append(IMAGE_MARKER + question)
             images.append(ex.image)
         meta = {k: ex.meta.get(k) for k in ("question", "answer_type", "question_type", "question_id", "image_id")}
+        meta["demo_keys"] = demo_keys
         yield Query(id=str(ex.meta.get("question_id", ex.key)), prompt=task.separator.join(parts), images=images,
-                    target=list(ex.meta["answers"]), meta=meta)
+                    target=answers_of(ex.meta), meta=meta)
 
 
 # ------------------------------------------------------------------------------------- captions
-def caption_queries(items: Sequence[Any], task: EvalTaskConfig, *, condition: str, start_text: str) -> Iterator[Query]:
-    """``<image>{caption_prompt}``; blind captioning starts from ``start_text`` (the LM's BOS/EOS)."""
+def caption_queries(items: Sequence[Any], task: CaptionTaskConfig, *, condition: str,
+                    start_text: str) -> Iterator[Query]:
+    """``<image>{caption_prompt}``; ``no_image`` starts from ``caption_prompt`` or, when that is
+    empty, ``start_text`` (the LM's BOS/EOS), with no image."""
     for ex in items:
         refs = list(ex.meta.get("captions") or [])
-        if condition == "blind":
+        if condition == "no_image":
             prompt, images = task.caption_prompt or start_text, []
         else:
             prompt, images = IMAGE_MARKER + task.caption_prompt, [ex.image]
@@ -134,25 +162,33 @@ def caption_queries(items: Sequence[Any], task: EvalTaskConfig, *, condition: st
 
 
 # ------------------------------------------------------------------------------------- episodes
-def load_episodes(task: EvalTaskConfig, *, ways: int, shots: int, seed: int) -> list[Episode]:
-    if task.kind == "binding":
-        return build_easyvqa_binding(split=task.split, ways=ways, shots=shots, num_episodes=task.num_episodes,
-                                     seed=seed, category=task.category, queries_per_episode=task.queries_per_episode)
-    if not task.root or not task.task:
-        raise ValueError("a deepmind task needs root= (the extracted archives) and task= (e.g. open_ended_mi); "
-                         "fetch them with scripts/download_fewshot.sh")
-    episodes = load_deepmind_task(task.root, task.task, ways=ways, shots=shots)
+def load_episodes(task: BindingTaskConfig | DeepMindTaskConfig, *, ways: int, shots: int, repeats: int,
+                  seed: int) -> list[Episode]:
+    """One set of episodes for (ways, inner shots, repeats), with the task's query templates."""
+    if isinstance(task, BindingTaskConfig):
+        episodes = build_easyvqa_binding(split=task.split, ways=ways, shots=shots, num_episodes=task.num_episodes,
+                                         seed=seed, category=task.category,
+                                         queries_per_episode=task.queries_per_episode)
+    else:
+        if not task.root or not task.task:
+            raise DataError("a deepmind task needs root= (the extracted archives) and task= (e.g. open_ended_mi); "
+                            "fetch them with scripts/download_fewshot.sh")
+        episodes = load_deepmind_task(task.root, task.task, ways=ways, shots=shots)
     for ep in episodes:
-        ep.repeats = task.repeats or ep.repeats
+        ep.repeats = repeats
+        ep.question_template = task.question_template
+        if ep.task in NAMING_TASKS:
+            ep.question, ep.answer_prefix = task.naming_question, task.answer_prefix
     return episodes
 
 
 def episode_queries(episodes: Sequence[Episode], *, induction: bool, condition: str) -> Iterator[Query]:
+    """One query per episode; ``black_images`` is built as ``image`` (see :func:`black_out`)."""
     for ep in episodes:
-        prompt, images = episode_prompt(ep, task_induction=induction, with_images=condition == "image",
-                                        blind=condition == "blind")
+        prompt, images = episode_prompt(ep, task_induction=induction,
+                                        with_images=condition in ("image", "black_images"),
+                                        query_image=condition != "no_image")
         query_line = prompt.rsplit("\n", 1)[-1]  # the last line is the query (see episode_prompt)
         yield Query(id=ep.episode_id, prompt=prompt, images=images, target=ep.answer,
-                    meta={"task": ep.task, "ways": ep.ways, "shots": ep.shots},
-                    group=ep.support_id, support_chars=len(prompt) - len(query_line),
-                    support_images=len(images) - (condition != "blind"))
+                    meta={"episode_task": ep.task}, group=ep.support_id, support_chars=len(prompt) - len(query_line),
+                    support_images=len(images) - (condition != "no_image"))

@@ -217,10 +217,12 @@ class FrozenModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only.
 
         The frozen LM is named (hub id or path) in the config, not copied; no pickle is written.
+        ``metadata`` adds top-level JSON keys about how the model was trained (training writes
+        ``{"trained_blind": bool}``; evaluation reads it).
         """
         from safetensors.torch import save_file
 
@@ -232,6 +234,7 @@ class FrozenModel(nn.Module):
             "format_version": FORMAT_VERSION,
             "model": dataclasses.asdict(self.model_cfg),
             "lm": dataclasses.asdict(self.lm_cfg),
+            **(metadata or {}),
         }
         save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
         (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")

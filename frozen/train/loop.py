@@ -230,7 +230,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         val = validate(cfg, model, info, logger, final_step, autocast) if t.val_every else {}
         export = run_dir / "export"
         if info.is_main:
-            model.save_pretrained(export)
+            model.save_pretrained(export, metadata={"trained_blind": bool(t.blind)})  # evaluation reads it
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {"loss": loss_value, "step": final_step, "export": str(export), "run_dir": str(run_dir), **val,

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from frozen.errors import DataError
+from frozen.eval.deepmind import load_deepmind_task
 from frozen.eval.episodes import (
     Episode,
     build_easyvqa_binding,
     easyvqa_labels,
     episode_prompt,
-    load_deepmind_task,
     task_induction_text,
 )
 from frozen.model.prompts import IMAGE_MARKER
@@ -153,9 +153,9 @@ def test_episode_prompt_conditions():
     text, images = episode_prompt(ep, task_induction=False, with_images=False)
     assert text == "This is a dax.\nThis is a blicket.\n<image>Q: What is this? A: This is a"
     assert [im.getpixel((0, 0)) for im in images] == [(0, 255, 0)]
-    text, images = episode_prompt(ep, task_induction=False, with_images=False, blind=True)
+    text, images = episode_prompt(ep, task_induction=False, with_images=False, query_image=False)
     assert (text, images) == ("This is a dax.\nThis is a blicket.\nQ: What is this? A: This is a", [])
-    text, images = episode_prompt(ep, task_induction=False, blind=True)
+    text, images = episode_prompt(ep, task_induction=False, query_image=False)
     assert text.endswith("<image>This is a blicket.\nQ: What is this? A: This is a") and len(images) == 2
 
 

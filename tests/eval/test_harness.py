@@ -9,10 +9,11 @@ import random
 import pytest
 import torch
 
-from frozen.config import EvalSuiteConfig, EvalTaskConfig, EvaluateConfig
-from frozen.config import DataConfig
+from frozen.config import (BindingTaskConfig, CaptionTaskConfig, DataConfig, EvalSuiteConfig, EvaluateConfig,
+                           VqaTaskConfig)
 from frozen.data.pipeline import iter_eval_samples
 from frozen.eval import tasks as T
+from frozen.errors import DataError, FrozenConfigError
 from frozen.eval.report import ROW_KEYS
 
 
@@ -27,11 +28,11 @@ def export_dir(tmp_path_factory, tiny_gpt2):
 
 def suite() -> EvalSuiteConfig:
     return EvalSuiteConfig(name="tiny", tasks={
-        "caps": EvalTaskConfig(kind="caption", shards="caps/val-*.tar", conditions=["image", "blind"], max_new_tokens=4),
-        "vqa": EvalTaskConfig(kind="vqa", shards="vqa/vqa-test-*.tar", demo_shards="vqa/vqa-train-*.tar", shots=[0, 2],
-                              conditions=["image", "blind", "text_demos"], num_trials=2, max_new_tokens=3),
-        "bind": EvalTaskConfig(kind="binding", ways=[2], inner_shots=[1], task_induction=[False, True],
-                               conditions=["image", "blind"], num_episodes=6, num_trials=2, max_new_tokens=3),
+        "caps": CaptionTaskConfig(shards="caps/val-*.tar", conditions=["image", "no_image"], max_new_tokens=4),
+        "vqa": VqaTaskConfig(shards="vqa/vqa-test-*.tar", demo_shards="vqa/vqa-train-*.tar", shots=[0, 2],
+                             conditions=["image", "no_image", "text_demos"], num_trials=2, max_new_tokens=3),
+        "bind": BindingTaskConfig(ways=[2], inner_shots=[1], task_induction=[False, True],
+                                  conditions=["image", "no_image"], num_episodes=6, num_trials=2, max_new_tokens=3),
     })
 
 
@@ -46,16 +47,25 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     rows = evaluate(make_cfg(export_dir, caption_data, tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["rows"] == rows
-    assert all(list(r)[: len(ROW_KEYS)] == list(ROW_KEYS) for r in rows)
-    settings = {(r["task"], r["metric"], r["shots"], r["condition"]) for r in rows}
-    assert ("caps", "CIDEr", 0, "blind") in settings and ("caps", "perplexity", 0, "image") in settings
-    assert {("vqa", "vqa_accuracy", s, c) for s in (0, 2) for c in ("image", "blind")} <= settings
-    assert ("vqa", "vqa_accuracy", 2, "text_demos") in settings and ("vqa", "vqa_accuracy", 0, "text_demos") not in settings
+    assert all(set(ROW_KEYS) <= set(r) and list(r)[:2] == ["task", "metric"] for r in rows)
+    settings = {(r["task"], r["metric"], r.get("shots"), r["condition"]) for r in rows}
+    assert ("caps", "CIDEr", 0, "no_image") in settings and ("caps", "perplexity", 0, "image") in settings
+    assert {("vqa", "vqa_accuracy", s, c) for s in (0, 2) for c in ("image", "no_image")} <= settings
+    assert ("vqa", "vqa_accuracy", 2, "text_demos") in settings
+    assert ("vqa", "vqa_accuracy", 0, "text_demos") not in settings
     assert ("vqa", "vqa_accuracy[yes/no]", 0, "image") in settings
-    assert ("bind_2way", "accuracy", 1, "image+induction") in settings
-    by = {(r["task"], r["metric"], r["shots"], r["condition"]): r for r in rows}
-    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_examples"] == 24 and by[("vqa", "vqa_accuracy", 0, "image")]["num_trials"] == 1
+    episodes = {(r["task"], r["metric"], r["ways"], r["inner_shots"], r["repeats"], r["task_induction"], r["condition"])
+                for r in rows if r["task"] == "bind"}
+    assert episodes == {("bind", m, 2, 1, 0, ti, c) for m in ("accuracy", "accuracy_strict") for ti in (False, True)
+                        for c in ("image", "no_image")}
+    assert all("shots" not in r for r in rows if r["task"] == "bind")
+    assert results["templates"]["vqa"]["query"] == "Q: {question} A:" and results["trained_blind"] is False
+    by = {(r["task"], r["metric"], r.get("shots"), r["condition"]): r for r in rows}
+    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_examples"] == 24
+    assert by[("vqa", "vqa_accuracy", 0, "image")]["num_trials"] == 1
     assert by[("vqa", "vqa_accuracy", 2, "image")]["num_trials"] == 2
+    assert by[("vqa", "vqa_accuracy", 2, "image")]["demo_pool_size"] == 40  # the whole train split
+    assert "demo_pool_size" not in by[("vqa", "vqa_accuracy", 0, "image")]
     assert by[("caps", "BLEU-4", 0, "image")]["num_examples"] == 16
     assert all(0.0 <= r["mean"] <= 1.0 for r in rows if r["metric"].startswith(("vqa", "accuracy")))
     # provenance: config, commit, checkpoint hash
@@ -66,7 +76,7 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     # every prediction kept: 24 questions x (1 + 2 + 2 + 2 + 2 trials of shots/conditions) ...
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     vqa_preds = [p for p in preds if p["task"] == "vqa"]
-    assert len(vqa_preds) == 24 * (2 + 3 * 2)  # 0-shot: image, blind; 2-shot: 3 conditions x 2 trials
+    assert len(vqa_preds) == 24 * (2 + 3 * 2)  # 0-shot: image, no_image; 2-shot: 3 conditions x 2 trials
     assert {"prompt", "prediction", "target", "score"} <= set(vqa_preds[0])
 
 
@@ -93,24 +103,25 @@ def _items(caption_data, shards="vqa/vqa-test-*.tar"):
     return list(iter_eval_samples(shards, image_size=32, cfg=cfg))
 
 
-def test_blind_and_text_demo_conditions_drop_the_right_images(caption_data):
+def test_no_image_and_text_demo_conditions_drop_the_right_images(caption_data):
     items = _items(caption_data)[:3]
     pool = T.DemoPool(_items(caption_data, "vqa/vqa-train-*.tar"))
-    task = EvalTaskConfig(kind="vqa", prompt="Q: {question} A:")
-    for condition, demo_images, query_image in [("image", True, True), ("blind", False, False), ("text_demos", False, True)]:
+    task = VqaTaskConfig(prompt="Q: {question} A:")
+    for condition, demo_images, query_image in [("image", True, True), ("no_image", False, False),
+                                                ("text_demos", False, True), ("black_images", True, True)]:
         for q in T.vqa_queries(items, pool, task, shots=2, condition=condition, seed=0, trial=0):
             assert q.prompt.count("<image>") == len(q.images) == 2 * demo_images + query_image
             lines = q.prompt.split("\n")
             assert len(lines) == 3 and lines[-1].endswith("A:") and lines[0].rsplit("A: ", 1)[1]
             assert lines[-1].startswith("<image>") == query_image
-    blind0 = list(T.vqa_queries(items, None, task, shots=0, condition="blind", seed=0, trial=0))
+    blind0 = list(T.vqa_queries(items, None, task, shots=0, condition="no_image", seed=0, trial=0))
     assert blind0[0].images == [] and blind0[0].prompt == f"Q: {items[0].meta['question']} A:"
 
 
 def test_demonstrations_are_seeded_and_never_about_the_query_image(caption_data):
     items = _items(caption_data, "vqa/vqa-train-*.tar")
     pool = T.DemoPool(items)
-    task = EvalTaskConfig(kind="vqa")
+    task = VqaTaskConfig()
     for trial in range(3):
         a = list(T.vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
         b = list(T.vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
@@ -123,7 +134,7 @@ def test_demonstrations_are_seeded_and_never_about_the_query_image(caption_data)
 
 
 def test_max_examples_takes_the_first_items_across_ranks(caption_data):
-    task = EvalTaskConfig(kind="vqa", shards="vqa/vqa-test-*.tar")
+    task = VqaTaskConfig(shards="vqa/vqa-test-*.tar")
     data = DataConfig(train_shards="", data_root=str(caption_data), num_workers=0)
     everything = [e.key for e in T.load_items(task, data, image_size=32, rank=0, world_size=1, limit=None)]
     split = [e.key for r in range(3) for e in T.load_items(task, data, image_size=32, rank=r, world_size=3, limit=7)]
@@ -134,11 +145,12 @@ def test_unknown_condition_and_missing_shards_are_clear_errors(export_dir, capti
     from frozen.eval.run import evaluate
 
     cfg = make_cfg(export_dir, caption_data, tmp_path)
-    cfg.eval.tasks = {"v": EvalTaskConfig(kind="vqa", shards="vqa/vqa-test-*.tar", conditions=["deaf"])}
-    with pytest.raises(ValueError, match="unknown condition 'deaf'"):
-        evaluate(cfg)
-    cfg.eval.tasks = {"v": EvalTaskConfig(kind="vqa", shards=None)}
-    with pytest.raises(ValueError, match="set shards="):
+    with pytest.raises(FrozenConfigError, match="unknown condition 'deaf'"):
+        EvalSuiteConfig(tasks={"v": {"kind": "vqa", "shards": "vqa/vqa-test-*.tar", "conditions": ["deaf"]}})
+    with pytest.raises(FrozenConfigError, match="task v: condition 'blind' was renamed: use no_image"):
+        EvalSuiteConfig(tasks={"v": {"kind": "vqa", "conditions": ["image", "blind"]}})
+    cfg.eval.tasks = {"v": VqaTaskConfig(shards=None)}
+    with pytest.raises(DataError, match="set shards="):
         evaluate(cfg)
     with pytest.raises(Exception, match="holds no frozen_config.json"):
         evaluate(make_cfg(tmp_path, caption_data, tmp_path / "x"))
@@ -150,22 +162,24 @@ def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
 
-    task = EvalTaskConfig(kind="binding", ways=[2], inner_shots=[1], task_induction=[True], conditions=["image", "blind"],
-                          num_episodes=3, queries_per_episode=4, num_trials=1, max_new_tokens=3)
+    task = BindingTaskConfig(ways=[2], inner_shots=[1], task_induction=[True], conditions=["image", "no_image"],
+                             num_episodes=3, queries_per_episode=4, num_trials=1, max_new_tokens=3)
     cfg = EvaluateConfig(eval=EvalSuiteConfig(name="shared", tasks={"bind": task}), load_path=str(export_dir),
                          data_root=str(tmp_path), run_dir=str(tmp_path / "shared"), batch_size=3, device="cpu")
     calls = []
     original = FrozenModel.generate_shared
-    monkeypatch.setattr(FrozenModel, "generate_shared", lambda self, *a, **k: calls.append(len(a[3])) or original(self, *a, **k))
+    monkeypatch.setattr(FrozenModel, "generate_shared",
+                        lambda self, *a, **k: calls.append(len(a[3])) or original(self, *a, **k))
     evaluate(cfg)
     assert calls == [4] * 6  # 3 support sets x 2 conditions, 4 queries each
     preds = [json.loads(line) for line in (tmp_path / "shared" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 24 and len({p["id"] for p in preds}) == 12
 
     model = FrozenModel.from_pretrained(str(export_dir))
-    episodes = T.load_episodes(task, ways=2, shots=1, seed=0)
-    for condition in ("image", "blind"):
+    episodes = T.load_episodes(task, ways=2, shots=1, repeats=0, seed=0)
+    for condition in ("image", "no_image"):
         queries = list(T.episode_queries(episodes, induction=True, condition=condition))
-        alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3, stop_strings=["\n"])
-        got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition + "+induction"}
+        alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3,
+                               stop_strings=["\n"])
+        got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition and p["task_induction"]}
         assert got == {q.id: text for q, text in zip(queries, alone)}

@@ -14,6 +14,7 @@ from frozen.eval.metrics import (
     caption_scores,
     exact_match,
     mean_std,
+    strict_match,
     normalize_answer,
     process_digit_article,
     process_punctuation,
@@ -67,7 +68,6 @@ def test_process_digit_article_collapses_whitespace():
 
 def test_vqa_accuracy_hand_worked_values():
     assert vqa_accuracy("yes", ["yes"] * 10) == 1.0
-    assert vqa_accuracy("Yes.", ["yes"] * 10) == 1.0
     assert vqa_accuracy("no", ["yes"] * 10) == 0.0
     # 2 matches of 10: leaving out a match leaves 1 (1/3, twice), leaving out another leaves 2 (2/3, 8x).
     assert vqa_accuracy("cat", ["cat"] * 2 + ["dog"] * 8) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
@@ -77,20 +77,46 @@ def test_vqa_accuracy_hand_worked_values():
     assert vqa_accuracy("cat", ["cat"] + ["dog"] * 9) == pytest.approx(0.3)  # 9 x 1/3 / 10
 
 
-def test_vqa_accuracy_number_words_articles_contractions():
-    assert vqa_accuracy("two", ["2"] * 10) == 1.0
-    assert vqa_accuracy("a dog", ["dog"] * 10) == 1.0
-    assert vqa_accuracy("dont know", ["don't know"] * 10) == 1.0
+def test_vqa_accuracy_unanimous_answers_path():
+    """a013f00, ten identical answers (after newline/tab -> space and strip): no normalisation at
+    all on either side, so only the exact string scores."""
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0  # whitespace step only
+    assert vqa_accuracy("yes", ["yes "] * 9 + ["\tyes"]) == 1.0  # identical once stripped: unanimous
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0  # the trailing period costs the whole point
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0  # no lower-casing
+    assert vqa_accuracy("two", ["2"] * 10) == 0.0  # no number words
+    assert vqa_accuracy("a dog", ["dog"] * 10) == 0.0  # no article dropping
+    assert vqa_accuracy("dont", ["don't"] * 10) == 0.0  # no contractions
+    assert vqa_accuracy("yes.", ["yes."] * 10) == 1.0  # raw equality
 
 
-def test_vqa_accuracy_single_unique_gt_is_used_raw():
-    # One unique ground truth: not processed at all, so "yes." never matches the normalised "yes".
-    assert vqa_accuracy("yes.", ["yes."] * 10) == 0.0
-    # Several unique ground truths: processPunctuation is applied ("yes." -> "yes").
-    assert vqa_accuracy("yes", ["yes."] * 9 + ["no"]) == 1.0
-    # ... but not processDigitArticle: "two" stays "two" while the prediction becomes "2".
-    assert vqa_accuracy("two", ["two"] * 10) == 0.0
-    assert vqa_accuracy("two", ["two"] * 9 + ["2"]) == pytest.approx(0.3)
+def test_vqa_accuracy_split_answers_path():
+    """a013f00, answers that differ: prediction and answers both go through processPunctuation then
+    processDigitArticle before matching."""
+    assert vqa_accuracy("Yes.", ["yes"] * 9 + ["no"]) == 1.0  # every leave-one-out keeps >= 8 matches
+    assert vqa_accuracy("two", ["2"] * 9 + ["3"]) == 1.0
+    assert vqa_accuracy("two", ["two"] * 9 + ["3"]) == 1.0  # answers are normalised too ("two" -> "2")
+    assert vqa_accuracy("The dog!", ["dog"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    # "dont" -> "don't" (contraction table); "don't" keeps its apostrophe (not in punct).
+    assert vqa_accuracy("dont", ["don't"] * 2 + ["no"] * 8) == pytest.approx(0.6)
+    # "-" touches no space in "x-ray": replaced by a space -> "x ray", which 4 answers hold.
+    assert vqa_accuracy("x-ray", ["x ray"] * 4 + ["xray"] * 6) == 1.0
+    # A digit-comma-digit deletes every mark instead: "1,000 x-ray" -> "1000 xray".
+    assert vqa_accuracy("1,000 x-ray", ["1000 xray"] * 3 + ["no"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("None", ["0"] * 5 + ["1"] * 5) == 1.0  # manualMap: none -> 0
+
+
+def test_vqa_accuracy_previous_revision_option():
+    """458a8b2: the prediction is always normalised, the answers used raw (not even stripped) or,
+    when they differ, through processPunctuation only."""
+    old = "458a8b2"
+    assert vqa_accuracy("yes.", ["yes"] * 10, revision=old) == 1.0
+    assert vqa_accuracy("two", ["two"] * 10, revision=old) == 0.0  # "2" vs raw "two"
+    assert vqa_accuracy("two", ["two"] * 9 + ["2"], revision=old) == pytest.approx(0.3)
+    assert vqa_accuracy("yes", ["yes "] * 10, revision=old) == 0.0  # answers not stripped
+    assert vqa_accuracy("yes", ["yes."] * 9 + ["no"], revision=old) == 1.0
+    with pytest.raises(ValueError, match="unknown vqaEval.py revision"):
+        vqa_accuracy("yes", ["yes"], revision="master")
 
 
 def test_vqa_accuracy_fewer_answers_and_errors():
@@ -103,10 +129,72 @@ def test_vqa_accuracy_fewer_answers_and_errors():
         vqa_accuracy("cat", "cat")  # type: ignore[arg-type]
 
 
+# Pieces the generated parity set is built from: case, punctuation (touching a space or not),
+# digit-comma-digit, periods before/after digits, number words, articles, contractions, whitespace.
+_PIECES = [
+    "yes", "Yes", "YES", "no", "yes.", "no!", "two", "2", "Two", "none", "0", "ten", "10", "1,000", "1000",
+    "2.5", "5.", "a", "an", "the", "The", "dog", "dogs", "a dog", "red", "x-ray", "x ray", "xray", "dont",
+    "don't", "Dont", "isnt", "Im", "its", "it's", "yall", "?", "(red)", "red/blue", "blue;", "mr.smith",
+    "hot dog", "hot-dog", "ow's'at", "somebody'd", "cant", "3:30", "'", "@home", "\"quoted\"",
+]
+_SPACES = ["", " ", "  ", "\n", "\t", " \n"]
+
+
+def _phrase(rng) -> str:
+    words = [rng.choice(_PIECES) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+    return rng.choice(_SPACES) + rng.choice([" ", " ", "  ", "\t"]).join(words) + rng.choice(_SPACES)
+
+
+def _parity_cases(n: int = 3000):
+    import random
+
+    rng = random.Random(12)
+    for _ in range(n):
+        base = [_phrase(rng) for _ in range(rng.choice([1, 2, 3, 4]))]
+        kind = rng.random()
+        if kind < 0.3:  # unanimous
+            answers = [base[0]] * 10
+        elif kind < 0.4:  # identical once stripped / unanimous up to whitespace
+            answers = [rng.choice(_SPACES) + base[0].strip() + rng.choice(_SPACES) for _ in range(10)]
+        else:
+            answers = [rng.choice(base) for _ in range(rng.choice([10, 10, 10, 3, 5, 1]))]
+        pool = base + answers + [_phrase(rng)]
+        prediction = rng.choice(pool) if rng.random() < 0.8 else _phrase(rng)
+        if rng.random() < 0.3:  # the same answer written differently
+            variants = [str.upper, str.title, lambda s: s + ".", lambda s: "the " + s, lambda s: s + "\n"]
+            prediction = rng.choice(variants)(prediction)
+        yield prediction, answers
+
+
+def test_vqa_accuracy_equals_official_code_side_by_side():
+    """Each generated question scored by the official vqaEval.py (a013f00, tests/eval/official_vqaEval.py)
+    and by vqa_accuracy: exactly equal floats, on unanimous and split answers alike."""
+    from official_vqaEval import official_accuracy
+
+    cases = list(_parity_cases())
+    mismatches = [(p, a, official_accuracy(p, a), vqa_accuracy(p, a)) for p, a in cases
+                  if official_accuracy(p, a) != vqa_accuracy(p, a)]
+    assert mismatches == []
+    # The set exercises every path: full and partial credit, unanimous and split answers, and
+    # cases where the previous revision disagrees.
+    scores = [vqa_accuracy(p, a) for p, a in cases]
+    assert {0.0, 1.0} <= set(scores) and any(0 < s < 1 for s in scores)
+    assert sum(len(set(a)) == 1 for _, a in cases) > 500 and sum(len(set(a)) > 1 for _, a in cases) > 1000
+    assert sum(vqa_accuracy(p, a) != vqa_accuracy(p, a, revision="458a8b2") for p, a in cases) > 100
+
+
+def test_strict_match_is_the_name_then_the_end():
+    assert strict_match("dax", "dax") == strict_match(" dax. ", "dax") == strict_match("dax!", "dax") == 1.0
+    for wrong in ("the dax", "a dax", "Dax", "dax and wug", "daxes", "dax..", "blicket", ""):
+        assert strict_match(wrong, "dax") == 0.0, wrong
+    assert exact_match("the dax", "dax") == 1.0 and strict_match("the dax", "dax") == 0.0  # where the two differ
+
+
 def test_exact_match_and_mean_std():
     assert exact_match("Dax.", "dax") == 1.0
     assert exact_match("the dax", "dax") == 1.0
     assert exact_match("blicket", "dax") == 0.0
+    assert exact_match("Dax and a wug", "dax") == 0.0
     mean, std = mean_std([1, 2, 3, 4])
     assert mean == 2.5 and std == pytest.approx(math.sqrt(5 / 3))  # sample std, ddof=1
     assert mean_std([0.7]) == (0.7, 0.0)
