@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO))
 
 MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
 INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
-CHANCE = {"easyvqa_binding_2way": 0.5}
-TEXT_ONLY = ("no_image", "blind")  # the text-only LM condition ("blind" is its former name)
+TEXT_ONLY = "no_image"  # the text-only LM condition: no image, no prefix anywhere in the prompt
 
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
@@ -55,7 +54,22 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 
 def is_text_only(condition: str) -> bool:
-    return condition.startswith(TEXT_ONLY)
+    return condition == TEXT_ONLY
+
+
+def setting(row: dict) -> str:
+    """A row's settings in words: "0-shot", "2-way 1 inner shot +induction"."""
+    if "ways" in row:
+        text = f"{row['ways']}-way {row['inner_shots']} inner shot" + (f" {row['repeats']} repeats" if row["repeats"] else "")
+        return text + (" +induction" if row["task_induction"] else "")
+    return f"{row['shots']}-shot"
+
+
+def chance(row: dict) -> float | None:
+    """Chance level where it is defined: 1/ways for naming episodes, 0.5 for yes/no questions."""
+    if "ways" in row:
+        return 1 / row["ways"]
+    return 0.5 if row["metric"] == "vqa_accuracy[yes/no]" else None
 
 
 def merged_rows(out: Path) -> list[dict]:
@@ -72,7 +86,7 @@ def merged_rows(out: Path) -> list[dict]:
 
 
 def summary_table(rows: list[dict], num_seeds: int):
-    """One line per (task, metric, shots, induction): frozen, frozen_vqa, no_image, chance.
+    """One line per (task, metric, setting): frozen, frozen_vqa, no_image, chance.
 
     A cell is ``mean ± std over training seeds`` (one seed: ``± std over evaluation trials``) and, for
     accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
@@ -87,15 +101,14 @@ def summary_table(rows: list[dict], num_seeds: int):
     table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch",
                   caption=f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance "
                           "(p < 0.05)")
-    for col in ("task", "metric", "shots", "frozen", "frozen_vqa", "no_image", "chance"):
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
-    keyed = {}
+    for col in ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance"):
+        table.add_column(col, justify="left" if col in ("task", "metric", "setting") else "right")
+    keyed: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        induction = "+induction" if r["condition"].endswith("+induction") else ""
-        who = "no_image" if is_text_only(r["condition"]) else r["model"]
-        keyed.setdefault((r["task"] + induction, r["metric"], r["shots"]), {})[who] = r
+        who = TEXT_ONLY if is_text_only(r["condition"]) else r["model"]
+        keyed.setdefault((r["task"], r["metric"], setting(r)), {})[who] = r
 
-    def cell(r, base, chance):
+    def cell(r, base, level):
         if r is None:
             return "-"
         std = r["seed_std"] if num_seeds > 1 else r["trial_std"]
@@ -106,17 +119,15 @@ def summary_table(rows: list[dict], num_seeds: int):
             n = int(r["num_examples"])
             if base is not None and two_proportion_p(r["mean"], n, base["mean"], int(base["num_examples"])) < 0.05:
                 text += "*"
-            if chance is not None and two_proportion_p(r["mean"], n, chance) < 0.05:
+            if level is not None and two_proportion_p(r["mean"], n, level) < 0.05:
                 text += "°"
         return text
 
-    for (task, metric, shots), by in keyed.items():
-        chance = CHANCE.get(task.replace("+induction", ""))
-        if metric == "vqa_accuracy[yes/no]":
-            chance = 0.5
-        base = by.get("no_image")
-        table.add_row(escape(task), escape(metric), str(shots), *(cell(by.get(m), base, chance) for m in MODELS),
-                      cell(base, base, chance), "-" if chance is None else f"{chance:.3f}")
+    for (task, metric, where), by in keyed.items():
+        level = chance(next(iter(by.values())))
+        base = by.get(TEXT_ONLY)
+        table.add_row(escape(task), escape(metric), where, *(cell(by.get(m), base, level) for m in MODELS),
+                      cell(base, base, level), "-" if level is None else f"{level:.3f}")
     return table
 
 

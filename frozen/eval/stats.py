@@ -19,6 +19,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 from frozen.eval.metrics import mean_std
+from frozen.eval.report import SETTING_KEYS
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -59,10 +60,11 @@ def two_proportion_p(p1: float, n1: int, p2: float, n2: int | None = None) -> fl
 
 
 def aggregate_seeds(per_seed: Sequence[Sequence[dict[str, Any]]],
-                    key_fields: Iterable[str] = ("model", "task", "metric", "shots", "condition")) -> list[dict[str, Any]]:
+                    key_fields: Iterable[str] = ("model", "task", "metric", "condition", *SETTING_KEYS)) -> list[dict[str, Any]]:
     """Rows of several training seeds -> one row per cell with the spread over seeds.
 
-    ``per_seed[s]`` is seed ``s``'s list of result rows (each with ``mean``, ``stddev`` over evaluation
+    ``per_seed[s]`` is seed ``s``'s list of result rows (a cell is identified by ``key_fields``: the model,
+    task, metric, condition and the row's settings; each row has ``mean``, ``stddev`` over evaluation
     trials, ``num_examples``, ``num_trials``). A cell's output row: ``mean`` and ``seed_std`` (sample std
     over seeds of the per-seed means), ``trial_std`` (the evaluation-trial std averaged over seeds),
     ``num_seeds``, ``seed_means``, and for proportion metrics ``ci95`` (Wilson, on ``num_examples``).

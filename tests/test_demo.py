@@ -1,0 +1,50 @@
+"""scripts/demo.py's aggregation: text-only rows shared by both models, cells over seeds, table markers."""
+
+from __future__ import annotations
+
+import json
+
+import demo  # scripts/demo.py (conftest puts scripts/ on sys.path)
+from rich.console import Console
+
+from frozen.eval.stats import aggregate_seeds
+
+
+def _write(out, model, rows):
+    (out / "eval" / model).mkdir(parents=True)
+    (out / "eval" / model / "results.json").write_text(json.dumps({"rows": rows}))
+
+
+def _vqa(condition, mean):
+    return {"task": "vqa", "metric": "vqa_accuracy", "condition": condition, "shots": 0, "mean": mean,
+            "stddev": 0.0, "num_examples": 200, "num_trials": 1}
+
+
+def _binding(condition, mean, induction):
+    return {"task": "binding", "metric": "accuracy", "condition": condition, "ways": 2, "inner_shots": 1,
+            "repeats": 0, "task_induction": induction, "mean": mean, "stddev": 0.1, "num_examples": 60, "num_trials": 2}
+
+
+def test_seeds_aggregate_and_table(tmp_path):
+    per_seed = []
+    for seed, (a, b) in enumerate([(0.60, 0.70), (0.64, 0.74)]):
+        out = demo.seed_dir(tmp_path, seed)
+        assert out == (tmp_path if seed == 0 else tmp_path / "seed1")
+        # the text-only rows exist only in the first model's results: both models get them
+        _write(out, "frozen", [_vqa("image", a), _vqa("no_image", 0.1), _binding("image", 0.5, True),
+                               _binding("no_image", 0.5, True)])
+        _write(out, "frozen_vqa", [_vqa("image", b), _binding("image", 0.9, True)])
+        per_seed.append(demo.merged_rows(out))
+    rows = aggregate_seeds(per_seed)
+    by = {(r["model"], r["task"], r["condition"]): r for r in rows}
+    assert len(rows) == 8  # 2 models x (vqa, binding) x (image, no_image)
+    assert abs(by["frozen", "vqa", "image"]["mean"] - 0.62) < 1e-9
+    assert abs(by["frozen_vqa", "vqa", "image"]["seed_std"] - 0.028284) < 1e-6  # sample std of 0.70, 0.74
+    assert by["frozen_vqa", "vqa", "no_image"]["mean"] == 0.1  # copied from frozen's run
+    console = Console(width=250, record=True)
+    console.print(demo.summary_table(rows, num_seeds=2))
+    text = console.export_text()
+    assert "0-shot" in text and "2-way 1 inner shot +induction" in text
+    assert "0.620 ± 0.028 [0.55, 0.68]*" in text  # 0.62 vs 0.1 no_image on 200 questions: significant
+    assert "0.500 ± 0.000 [0.38, 0.62]" in text  # binding at chance: no marker
+    assert "0.900 ± 0.000 [0.80, 0.95]*°" in text  # above no_image and above chance
