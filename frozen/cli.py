@@ -53,7 +53,7 @@ def report(err: BaseException) -> NoReturn:
     prog = os.path.basename(sys.argv[0])
     header = f"{prog}: {len(lines)} problem(s) found" if len(lines) > 1 else None
     sys.stderr.write("\n".join(([header] if header else []) + [f"error: {line}" for line in lines]))
-    sys.stderr.write(f"\n(run again with debug=true or HYDRA_FULL_ERROR=1 for the Python traceback)\n")
+    sys.stderr.write("\n(run again with debug=true or HYDRA_FULL_ERROR=1 for the Python traceback)\n")
     sys.stderr.flush()
     sys.exit(USER_ERROR_EXIT)
 
@@ -80,9 +80,10 @@ def run(main: Callable[[], Any]) -> Any:
         except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right below
             if _is_user_error(err):
                 report(err)
+            bug = err
 
             def reraise() -> NoReturn:
-                raise err
+                raise bug
 
             return original(reraise)  # a bug: Hydra's usual report
 

@@ -168,8 +168,10 @@ class TrainerConfig:
             (c.max_steps >= 1, f"max_steps must be >= 1, got {c.max_steps}"),
             (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),
             (c.lr > 0, f"lr must be > 0, got {c.lr}; the paper uses 3e-4"),
-            (len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), f"betas must be two numbers in [0, 1), got {list(c.betas)}"),
-            (c.weight_decay >= 0 and c.eps > 0, f"weight_decay must be >= 0 and eps > 0, got {c.weight_decay}, {c.eps}"),
+            (len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas),
+             f"betas must be two numbers in [0, 1), got {list(c.betas)}"),
+            (c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}"),
+            (c.eps > 0, f"eps must be > 0, got {c.eps}"),
             _one_of("schedule", c.schedule, ("constant", "cosine")),
             (c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}"),
             (0 <= c.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio}"),
@@ -177,7 +179,8 @@ class TrainerConfig:
             _one_of("precision", c.precision, PRECISIONS),
             _one_of("device", c.device, DEVICES),
             (c.log_every >= 1, f"log_every must be >= 1, got {c.log_every}"),
-            (c.val_every >= 0 and c.ckpt_every >= 0, f"val_every and ckpt_every must be >= 0 (0 disables), got {c.val_every}, {c.ckpt_every}"),
+            (c.val_every >= 0, f"val_every must be >= 0 (0 disables validation), got {c.val_every}"),
+            (c.ckpt_every >= 0, f"ckpt_every must be >= 0 (0: only the final checkpoint), got {c.ckpt_every}"),
             (c.val_batches >= 1, f"val_batches must be >= 1, got {c.val_batches}"),
             (c.num_sample_captions >= 0, f"num_sample_captions must be >= 0, got {c.num_sample_captions}"),
             (c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}"),
@@ -246,8 +249,9 @@ def accumulation_steps(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
 
 def train_config_problems(cfg: Any) -> list[str]:
     """Every bad value of a train config (typed or composed ``DictConfig``), one line each, full key names."""
-    problems = _prefixed("model", ModelConfig.check(cfg.model)) + _prefixed("lm", LMConfig.check(cfg.lm))
-    problems += _prefixed("trainer", TrainerConfig.check(cfg.trainer)) + _prefixed("logger", LoggerConfig.check(cfg.logger))
+    problems = []
+    for key, schema in (("model", ModelConfig), ("lm", LMConfig), ("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        problems += _prefixed(key, schema.check(getattr(cfg, key)))
     if cfg.data is None:
         problems.append("no data config: pick one with data=easyvqa (or coco, cc3m, vqav2, custom)")
     else:
@@ -256,7 +260,8 @@ def train_config_problems(cfg: Any) -> list[str]:
             problems.append(f"data.data_root={cfg.data.data_root!r} differs from data_root={cfg.data_root!r}; "
                             "set only the top-level data_root (data.data_root follows it)")
     problems += _failed([
-        (cfg.num_gpus >= 1 and cfg.num_nodes >= 1, f"num_gpus and num_nodes must be >= 1, got {cfg.num_gpus}, {cfg.num_nodes}"),
+        (cfg.num_gpus >= 1, f"num_gpus must be >= 1, got {cfg.num_gpus}"),
+        (cfg.num_nodes >= 1, f"num_nodes must be >= 1, got {cfg.num_nodes}"),
         (cfg.per_gpu_batchsize is None or cfg.per_gpu_batchsize >= 1,
          f"per_gpu_batchsize must be >= 1 or null, got {cfg.per_gpu_batchsize}"),
     ])
@@ -281,7 +286,8 @@ def evaluate_config_problems(cfg: Any) -> list[str]:
         _one_of("precision", cfg.precision, ("fp32", "bf16")),
         _one_of("device", cfg.device, DEVICES),
         (cfg.num_gpus >= 1, f"num_gpus must be >= 1, got {cfg.num_gpus}"),
-        (cfg.max_examples is None or cfg.max_examples >= 1, f"max_examples must be >= 1 or null, got {cfg.max_examples}"),
+        (cfg.max_examples is None or cfg.max_examples >= 1,
+         f"max_examples must be >= 1 or null, got {cfg.max_examples}"),
     ]) + _prefixed("logger", LoggerConfig.check(cfg.logger))
 
 

