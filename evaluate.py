@@ -21,6 +21,7 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@cli.user_errors_exit
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

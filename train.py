@@ -20,6 +20,7 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@cli.user_errors_exit
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 

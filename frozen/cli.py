@@ -11,6 +11,7 @@ Hydra parses it) or ``HYDRA_FULL_ERROR=1`` shows the full Python traceback inste
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -58,11 +59,35 @@ def report(err: BaseException) -> NoReturn:
     sys.exit(USER_ERROR_EXIT)
 
 
+def _debug() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0")
+
+
+def user_errors_exit(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Decorate a Hydra task (under ``@hydra.main``): a :class:`FrozenError` it raises ends as lines + exit 2.
+
+    Caught here rather than after Hydra's job runner, which would first print its own
+    "Error executing job with overrides" line.
+    """
+    from frozen.errors import FrozenError
+
+    @functools.wraps(task)  # Hydra unwraps __wrapped__ to find conf/ next to the script
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except FrozenError as err:
+            if _debug():
+                raise
+            report(err)
+
+    return wrapper
+
+
 def _debug_requested(argv: list[str]) -> bool:
     flagged = [a for a in argv[1:] if a in DEBUG_ARGS]
     for arg in flagged:
         argv.remove(arg)
-    return bool(flagged) or os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0")
+    return bool(flagged) or _debug()
 
 
 def run(main: Callable[[], Any]) -> Any:

@@ -147,7 +147,7 @@ def resolve_lm_path(name: str) -> str:
 
 
 def missing_folder_message(name: str) -> str:
-    hint = " (create it with `python tests/tiny.py outputs/tiny_lm`)" if name.rstrip("/").endswith("tiny_lm") else ""
+    hint = " (create it with `make tiny-lm`)" if name.rstrip("/").endswith("tiny_lm") else ""
     return f"LM folder {name!r} does not exist{hint}; give an existing save_pretrained folder or a hub id ({_hint()})"
 
 
