@@ -182,8 +182,8 @@ def lm_problem(name: str) -> str | None:
 
 def not_cached_message(name: str) -> str:
     return (
-        f"LM {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set: download it once "
-        f"with the network (HF_HUB_OFFLINE=0), or give a local folder; {_hint()}"
+        f"LM {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set: it needs the network "
+        f"once (HF_HUB_OFFLINE=0), or give a local path (a save_pretrained folder); {_hint()}"
     )
 
 
