@@ -7,6 +7,9 @@ Every value check that types cannot express lives here, once: each schema has a 
 returning one line per problem (key, value, fix). ``c`` is the dataclass or the composed
 ``DictConfig`` node, so :mod:`frozen.preflight` reports the problems of a whole run at once, before
 anything is built, while ``__post_init__`` makes a directly constructed schema fail with the same lines.
+
+Longer than ~300 lines on purpose: every schema of the config surface, with its checks, is in this
+one file (one place to read what a key means and accepts; ``register_configs`` stores them together).
 """
 
 from __future__ import annotations
