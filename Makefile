@@ -7,9 +7,13 @@ STAMP := $(VENV)/.installed
 # Offline by default: a hub lookup without network retries for ~45 s before failing.
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Where make shards / make sweep write; override for a scratch copy (tests do).
+DATA_ROOT ?= data
+TINY_LM ?= outputs/tiny_lm
+SHARDS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo train train-ddp sweep shards eval-fewshot bench lint clean
+.PHONY: help install test test-all demo train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -35,17 +39,27 @@ test-all: $(STAMP) ## run the test suite including slow tests
 demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table (SEEDS=3: mean ± std over training seeds)
 	$(PY) scripts/demo.py --seeds $${SEEDS:-1} $(ARGS)
 
-shards: $(STAMP) ## write the offline easy-VQA shards to data/easyvqa
-	$(PY) scripts/make_shards.py easyvqa --out data/easyvqa
+shards: $(STAMP) ## write the offline easy-VQA shards to data/easyvqa (~30 s)
+	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa $(SHARDS_ARGS)
 
-train: $(STAMP) ## train with the default config (override with ARGS="model=... lm=...")
+# The files the debug preset reads: made once, when missing.
+$(DATA_ROOT)/easyvqa/sizes.json: | $(STAMP)
+	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa $(SHARDS_ARGS)
+
+$(TINY_LM)/config.json: | $(STAMP)
+	$(PY) tests/tiny.py $(TINY_LM)
+
+tiny-lm: $(TINY_LM)/config.json ## write the random 2-layer LM of experiment=debug to outputs/tiny_lm
+
+train: $(STAMP) ## train (default: gpt2 + COCO shards; ARGS="experiment=demo_frozen" runs offline after make shards)
 	$(PY) train.py $(ARGS)
 
 train-ddp: $(STAMP) ## train on N local workers (NUM_GPUS=2 ARGS="...")
 	$(PY) train.py num_gpus=$${NUM_GPUS:-2} $(ARGS)
 
-sweep: $(STAMP) ## Hydra multirun example: lr x prefix tokens
-	$(PY) train.py -m experiment=debug trainer.lr=1e-4,3e-4 model.num_prefix_tokens=1,2 $(ARGS)
+sweep: $(STAMP) $(TINY_LM)/config.json $(DATA_ROOT)/easyvqa/sizes.json ## Hydra multirun, offline: 4 debug runs (lr x k) on the tiny LM
+	FROZEN_TINY_LM=$(TINY_LM) $(PY) train.py -m experiment=debug data_root=$(DATA_ROOT) \
+		trainer.lr=1e-4,3e-4 model.num_prefix_tokens=1,2 $(ARGS)
 
 eval-fewshot: $(STAMP) ## all few-shot tasks of a preset (LOAD_PATH=... PRESET=fewshot_offline)
 	$(PY) evaluate.py eval=$${PRESET:-fewshot_offline} load_path=$${LOAD_PATH:?set LOAD_PATH to a trained export} $(ARGS)
@@ -53,9 +67,9 @@ eval-fewshot: $(STAMP) ## all few-shot tasks of a preset (LOAD_PATH=... PRESET=f
 bench: $(STAMP) ## speed/memory benchmarks -> outputs/bench/bench.json
 	$(PY) scripts/bench.py $(ARGS)
 
-lint: $(STAMP) ## byte-compile everything and shellcheck the scripts (if installed)
-	$(PY) -m compileall -q frozen scripts tests train.py evaluate.py
-	@command -v shellcheck >/dev/null && shellcheck scripts/*.sh || echo "shellcheck not installed; skipped"
+lint: $(STAMP) ## ruff (rules and line length in pyproject.toml); shellcheck scripts/*.sh if installed
+	$(PY) -m ruff check .
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck not installed; skipped"; fi
 
 clean: ## remove caches and outputs (keeps .venv and data/)
 	rm -rf outputs multirun .pytest_cache

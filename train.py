@@ -1,7 +1,9 @@
 """Train Frozen: ``python train.py model=nf_resnet50 lm=gpt2 data=coco`` (see README for the config tree).
 
-A thin Hydra shim: compose and type-check the config, pick the run directory, then hand a typed
-``TrainConfig`` to :func:`frozen.train.train`. ``num_gpus=N`` without torchrun spawns N workers here.
+A thin Hydra shim: compose the config, check everything cheap at once (:func:`frozen.preflight.check_train`:
+values, shards, paths, the LM offline), pick the run directory, then hand a typed ``TrainConfig`` to
+:func:`frozen.train.loop.train`. ``num_gpus=N`` without torchrun spawns N workers here. A user error
+prints one line per problem and exits 2 (:mod:`frozen.cli`); ``debug=true`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -11,27 +13,25 @@ import os
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from frozen import cli
 from frozen.config import TrainConfig, register_configs
 
 register_configs()
 
 
-def to_train_config(cfg: DictConfig) -> TrainConfig:
-    """Hydra config -> typed dataclasses; the original README's ``data_root`` reaches the data config."""
-    typed: TrainConfig = OmegaConf.to_object(cfg)
-    typed.data.data_root = typed.data_root
-    return typed
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@cli.user_errors_exit
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from frozen.preflight import check_train
+
+    check_train(cfg)  # before any model, tokenizer or data is loaded
     from frozen.train import dist
     from frozen.train.loop import train
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
-    typed = to_train_config(cfg)
+    typed: TrainConfig = OmegaConf.to_object(cfg)  # data.data_root interpolates the top-level data_root
     world = typed.num_gpus * typed.num_nodes
     if world > 1 and "RANK" not in os.environ and not dist.under_slurm():
         dist.spawn(train, (typed,), num_local=typed.num_gpus, num_nodes=typed.num_nodes)
@@ -40,4 +40,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -2,15 +2,48 @@
 
 YAML files under ``conf/`` extend these schemas (registered by :func:`register_configs`), so a wrong
 key or a value of the wrong type fails when Hydra composes the config, before any work starts.
-Values are checked once more by :func:`validate_train_config` for what types cannot express.
+
+Every value check that types cannot express lives here, once: each schema has a static ``check(c)``
+returning one line per problem (key, value, fix). ``c`` is the dataclass or the composed
+``DictConfig`` node, so :mod:`frozen.preflight` reports the problems of a whole run at once, before
+anything is built, while ``__post_init__`` makes a directly constructed schema fail with the same lines.
+
+Longer than ~300 lines on purpose: every schema of the config surface, with its checks, is in this
+one file (one place to read what a key means and accepts; ``register_configs`` stores them together).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 from frozen.errors import FrozenConfigError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # trainer.precision; resolved to a concrete one at run time
+DEVICES = ("auto", "cpu", "cuda")
+LM_DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes in frozen.model.lm.DTYPES
+MAPPERS = ("linear", "mlp")
+
+
+def _failed(checks: Iterable[tuple[bool, str]]) -> list[str]:
+    return [message for ok, message in checks if not ok]
+
+
+def _prefixed(prefix: str, problems: list[str]) -> list[str]:
+    return [f"{prefix}.{p}" for p in problems]
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one :class:`FrozenConfigError` listing every problem, one line each (nothing if none)."""
+    if problems:
+        raise FrozenConfigError("\n".join(problems))
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    return value in allowed, f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}"
 
 
 @dataclass
@@ -19,6 +52,8 @@ class DataConfig:
 
     train_shards: str  # brace pattern(s), "::"-separated, e.g. "easyvqa/captions-train-{000000..000003}.tar"
     val_shards: str | None = None
+    # In a composed train config this is "${data_root}" (see register_configs): the top-level
+    # data_root is the one source; this field carries it to the data functions.
     data_root: str = "data"
     caption_template: str = " {caption}"  # target text of a caption sample
     vqa_prompt: str = " Q: {question} A:"  # prompt (not trained on) of a VQA sample
@@ -30,45 +65,72 @@ class DataConfig:
     prefetch_factor: int = 2  # batches prefetched per worker
 
     def __post_init__(self) -> None:
-        if self.per_image_caption not in ("random", "first"):
-            raise FrozenConfigError(f"per_image_caption must be 'random' or 'first', got {self.per_image_caption!r}")
-        if self.max_length < 2:
-            raise FrozenConfigError(f"max_length must be >= 2, got {self.max_length}")
-        if self.num_workers < 0 or self.prefetch_factor < 1 or self.shuffle_buffer < 0:
-            raise FrozenConfigError("num_workers and shuffle_buffer must be >= 0 and prefetch_factor >= 1")
-        for name, template, field_name in (
-            ("caption_template", self.caption_template, "caption"),
-            ("vqa_prompt", self.vqa_prompt, "question"),
-            ("vqa_target", self.vqa_target, "answer"),
-        ):
+        raise_problems(DataConfig.check(self))
+
+    @staticmethod
+    def check(c: Any) -> list[str]:
+        """One line per bad value (field names relative to the data config)."""
+        problems = _failed([
+            _one_of("per_image_caption", c.per_image_caption, ("random", "first")),
+            (c.max_length >= 2, f"max_length must be >= 2 (one text token + EOS), got {c.max_length}"),
+            (c.num_workers >= 0, f"num_workers must be >= 0, got {c.num_workers}"),
+            (c.shuffle_buffer >= 0, f"shuffle_buffer must be >= 0, got {c.shuffle_buffer}"),
+            (c.prefetch_factor >= 1, f"prefetch_factor must be >= 1, got {c.prefetch_factor}"),
+        ])
+        for name, field_name in (("caption_template", "caption"), ("vqa_prompt", "question"), ("vqa_target", "answer")):
+            template = getattr(c, name)
             try:
                 template.format(**{field_name: "x"})
             except (KeyError, IndexError, ValueError) as exc:
-                raise FrozenConfigError(
-                    f"{name}={template!r} must only use the field {{{field_name}}} ({exc})"
-                ) from None
+                problems.append(f"{name}={template!r} must only use the field {{{field_name}}} ({exc})")
+        return problems
 
 
 @dataclass
 class ModelConfig:
     """The trainable side: vision backbone and prefix mapper."""
 
-    vision: str = "nf_resnet50"  # nf_resnet50 | resnet18 | resnet50 | tiny_cnn
+    vision: str = "nf_resnet50"  # nf_resnet50 | resnet18 | resnet50 | tiny_cnn (frozen.model.vision.BACKBONES)
     vision_pretrained: bool = False  # the paper trains the encoder from scratch
     num_prefix_tokens: int = 2  # k
     mapper: str = "linear"  # linear | mlp
     mapper_hidden_dim: int | None = None  # mlp only; default max(C, D)
     image_size: int = 224
 
+    def __post_init__(self) -> None:
+        raise_problems(ModelConfig.check(self))
+
+    @staticmethod
+    def check(c: Any) -> list[str]:
+        """One line per bad value. Backbone names are checked against their registry by preflight."""
+        return _failed([
+            (c.num_prefix_tokens >= 1, f"num_prefix_tokens must be >= 1, got {c.num_prefix_tokens}; the paper uses 2"),
+            (c.image_size >= 8, f"image_size must be >= 8 pixels, got {c.image_size}; the paper uses 224"),
+            _one_of("mapper", c.mapper, MAPPERS),
+            (c.mapper_hidden_dim is None or c.mapper_hidden_dim >= 1,
+             f"mapper_hidden_dim must be >= 1 or null, got {c.mapper_hidden_dim}"),
+        ])
+
 
 @dataclass
 class LMConfig:
     """The language model: frozen by default."""
 
-    name: str = "gpt2"  # hub id, local directory, or smollm2-135m-instruct-gguf
+    name: str = "gpt2"  # hub id, local directory, or smollm2-135m-instruct-gguf (presets: conf/lm/*.yaml)
     dtype: str = "float32"  # float32 | bfloat16 | float16: the dtype the frozen weights are held in
     trainable: bool = False  # the paper's "finetuned LM" ablation
     from_scratch: bool = False  # the paper's "LM from scratch" ablation (implies trainable)
+
+    def __post_init__(self) -> None:
+        raise_problems(LMConfig.check(self))
+
+    @staticmethod
+    def check(c: Any) -> list[str]:
+        """One line per bad value; whether the LM can be found is checked by preflight."""
+        return _failed([
+            (bool(c.name), "name is empty; give a hub id, a local save_pretrained folder or a conf/lm preset"),
+            _one_of("dtype", c.dtype, LM_DTYPES),
+        ])
 
 
 @dataclass
@@ -99,6 +161,36 @@ class TrainerConfig:
     max_nonfinite: int = 10  # consecutive skipped (non-finite) steps before the run stops
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
 
+    def __post_init__(self) -> None:
+        raise_problems(TrainerConfig.check(self))
+
+    @staticmethod
+    def check(c: Any) -> list[str]:
+        """One line per bad value (field names relative to the trainer config)."""
+        return _failed([
+            (c.max_steps >= 1, f"max_steps must be >= 1, got {c.max_steps}"),
+            (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),
+            (c.lr > 0, f"lr must be > 0, got {c.lr}; the paper uses 3e-4"),
+            (len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas),
+             f"betas must be two numbers in [0, 1), got {list(c.betas)}"),
+            (c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}"),
+            (c.eps > 0, f"eps must be > 0, got {c.eps}"),
+            _one_of("schedule", c.schedule, ("constant", "cosine")),
+            (c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}"),
+            (0 <= c.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio}"),
+            (c.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip}"),
+            _one_of("precision", c.precision, PRECISIONS),
+            _one_of("device", c.device, DEVICES),
+            (c.log_every >= 1, f"log_every must be >= 1, got {c.log_every}"),
+            (c.val_every >= 0, f"val_every must be >= 0 (0 disables validation), got {c.val_every}"),
+            (c.ckpt_every >= 0, f"ckpt_every must be >= 0 (0: only the final checkpoint), got {c.ckpt_every}"),
+            (c.val_batches >= 1, f"val_batches must be >= 1, got {c.val_batches}"),
+            (c.num_sample_captions >= 0, f"num_sample_captions must be >= 0, got {c.num_sample_captions}"),
+            (c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}"),
+            (c.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {c.max_nonfinite}"),
+            (c.threads >= 0, f"threads must be >= 0 (0 keeps torch's default), got {c.threads}"),
+        ])
+
 
 @dataclass
 class LoggerConfig:
@@ -110,16 +202,27 @@ class LoggerConfig:
     # auto: online when an API key is configured, offline otherwise; WANDB_MODE overrides
     mode: str = "auto"  # auto | online | offline | disabled
 
+    def __post_init__(self) -> None:
+        raise_problems(LoggerConfig.check(self))
+
+    @staticmethod
+    def check(c: Any) -> list[str]:
+        """One line per bad value (field names relative to the logger config)."""
+        return _failed([
+            _one_of("backend", c.backend, ("wandb", "none")),
+            _one_of("mode", c.mode, ("auto", "online", "offline", "disabled")),
+        ])
+
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lm: LMConfig = field(default_factory=LMConfig)
-    data: Any = None  # DataConfig (registered as the data group schema below)
+    data: DataConfig | None = None  # chosen with data=<conf/data/*.yaml>; None only before composition
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The original README's arguments, kept as top-level keys.
-    data_root: str = "data"  # where shard patterns are resolved (overrides data.data_root when set)
+    data_root: str = "data"  # where shard patterns are resolved: the single source (data.data_root follows it)
     num_gpus: int = 1  # processes per node; >1 on a machine without torchrun spawns them itself
     num_nodes: int = 1
     per_gpu_batchsize: int | None = None  # micro-batch per process; None = batch_size / world size
@@ -130,40 +233,65 @@ class TrainConfig:
     name: str = "frozen"
 
 
-def accumulation_steps(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
-    """``(per_process_micro_batch, accumulation_steps)`` from the global batch and the world size."""
-    batch = cfg.trainer.batch_size
-    micro = cfg.per_gpu_batchsize or batch // world_size
+def _batch_split_problem(batch: int, per_gpu: int | None, world_size: int) -> tuple[int, str | None]:
+    micro = per_gpu or batch // world_size
     if micro < 1 or batch % (micro * world_size):
-        raise FrozenConfigError(
+        return micro, (
             f"trainer.batch_size={batch} must be a multiple of per_gpu_batchsize ({micro}) x processes ({world_size}); "
             "change one of them"
         )
-    return micro, batch // (micro * world_size)
+    return micro, None
+
+
+def accumulation_steps(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
+    """``(per_process_micro_batch, accumulation_steps)`` from the global batch and the world size."""
+    micro, problem = _batch_split_problem(cfg.trainer.batch_size, cfg.per_gpu_batchsize, world_size)
+    raise_problems([problem] if problem else [])
+    return micro, cfg.trainer.batch_size // (micro * world_size)
+
+
+def train_config_problems(cfg: Any) -> list[str]:
+    """Every bad value of a train config (typed or composed ``DictConfig``), one line each, full key names."""
+    problems = []
+    for key, schema in (("model", ModelConfig), ("lm", LMConfig), ("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        problems += _prefixed(key, schema.check(getattr(cfg, key)))
+    if cfg.data is None:
+        problems.append("no data config: pick one with data=easyvqa (or coco, cc3m, vqav2, custom)")
+    else:
+        problems += _prefixed("data", DataConfig.check(cfg.data))
+        if cfg.data.data_root != cfg.data_root:
+            problems.append(f"data.data_root={cfg.data.data_root!r} differs from data_root={cfg.data_root!r}; "
+                            "set only the top-level data_root (data.data_root follows it)")
+    problems += _failed([
+        (cfg.num_gpus >= 1, f"num_gpus must be >= 1, got {cfg.num_gpus}"),
+        (cfg.num_nodes >= 1, f"num_nodes must be >= 1, got {cfg.num_nodes}"),
+        (cfg.per_gpu_batchsize is None or cfg.per_gpu_batchsize >= 1,
+         f"per_gpu_batchsize must be >= 1 or null, got {cfg.per_gpu_batchsize}"),
+    ])
+    if not problems:  # the split needs sane numbers to be meaningful
+        _, split = _batch_split_problem(cfg.trainer.batch_size, cfg.per_gpu_batchsize, cfg.num_gpus * cfg.num_nodes)
+        problems += [split] if split else []
+    return problems
 
 
 def validate_train_config(cfg: TrainConfig) -> None:
-    """Checks that types cannot express; each failure is one line naming the key and the fix."""
-    t = cfg.trainer
-    checks = [
-        (t.max_steps >= 1, f"trainer.max_steps must be >= 1, got {t.max_steps}"),
-        (t.lr > 0, f"trainer.lr must be > 0, got {t.lr}"),
-        (t.schedule in ("constant", "cosine"), f"trainer.schedule must be constant or cosine, got {t.schedule!r}"),
-        (t.precision in ("auto", "bf16", "fp16", "fp32"), f"trainer.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}"),
-        (t.device in ("auto", "cpu", "cuda"), f"trainer.device must be auto, cpu or cuda, got {t.device!r}"),
-        (cfg.num_gpus >= 1 and cfg.num_nodes >= 1, f"num_gpus and num_nodes must be >= 1, got {cfg.num_gpus}, {cfg.num_nodes}"),
-        (cfg.model.num_prefix_tokens >= 1, f"model.num_prefix_tokens must be >= 1, got {cfg.model.num_prefix_tokens}"),
-        (cfg.logger.backend in ("wandb", "none"), f"logger.backend must be wandb or none, got {cfg.logger.backend!r}"),
-        (
-            cfg.logger.mode in ("auto", "online", "offline", "disabled"),
-            f"logger.mode must be auto, online, offline or disabled, got {cfg.logger.mode!r}",
-        ),
-        (cfg.data is not None, "no data config: pick one with data=easyvqa (or coco, cc3m, vqav2, custom)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise FrozenConfigError(message)
-    accumulation_steps(cfg, cfg.num_gpus * cfg.num_nodes)
+    """Raise one :class:`FrozenConfigError` listing every problem of :func:`train_config_problems`."""
+    raise_problems(train_config_problems(cfg))
+
+
+def evaluate_config_problems(cfg: Any) -> list[str]:
+    """Bad top-level values of an :class:`EvaluateConfig` (typed or composed), one line each.
+
+    The task schemas of the eval section check their own fields; these are the entry point's settings.
+    """
+    return _failed([
+        (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
+        _one_of("precision", cfg.precision, ("fp32", "bf16")),
+        _one_of("device", cfg.device, DEVICES),
+        (cfg.num_gpus >= 1, f"num_gpus must be >= 1, got {cfg.num_gpus}"),
+        (cfg.max_examples is None or cfg.max_examples >= 1,
+         f"max_examples must be >= 1 or null, got {cfg.max_examples}"),
+    ]) + _prefixed("logger", LoggerConfig.check(cfg.logger))
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -332,14 +460,14 @@ def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore; YAML in conf/ extends them."""
     from hydra.core.config_store import ConfigStore
 
-
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="lm", name="lm_schema", node=LMConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
+    # data_root is defined once, at the top level of train.yaml (the original README's argument);
+    # the data group only interpolates it, so `python train.py data_root=/x` moves every pattern.
+    cs.store(group="data", name="data_schema", node=DataConfig(train_shards=MISSING, data_root="${data_root}"))
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(group="eval", name="eval_schema", node=EvalSuiteConfig)
-

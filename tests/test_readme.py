@@ -30,3 +30,61 @@ def test_readme_usage_example_runs(smollm2_dir, tmp_path, monkeypatch, capsys):
                            [namespace["support"] + "<image>Q: What is this? A: This is a"] * 2,
                            max_new_tokens=3, stop_strings=["\n"])
     assert namespace["shared"] == full
+
+
+# ------------------------------------------------------------------------------------------ commands
+REPO = README.parent
+
+
+def _code_lines(prefixes: tuple[str, ...]) -> list[str]:
+    """Command lines of the README's bash blocks starting with one of ``prefixes`` (comments dropped)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(prefixes):
+                lines.append(line)
+    return lines
+
+
+def _overrides(line: str, script: str) -> list[str]:
+    """The key=value arguments after ``script``; a sweep's first value (a,b -> a); flags dropped."""
+    pairs = [a.split("=", 1) for a in line.split(script, 1)[1].split() if "=" in a]
+    return [f"{k}={v if v.startswith('[') else v.split(',')[0]}" for k, v in pairs]
+
+
+def test_readme_train_and_evaluate_commands_compose():
+    from hydra import compose, initialize_config_dir
+
+    from frozen.config import register_configs, train_config_problems
+
+    register_configs()
+    train = [line for line in _code_lines(("python train.py", "torchrun")) if "..." not in line]
+    evaluate = [line for line in _code_lines(("python evaluate.py",)) if "|" not in line]
+    assert len(train) >= 5 and len(evaluate) >= 4
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for line in train:
+            cfg = compose("train", overrides=_overrides(line, "train.py"))
+            assert train_config_problems(cfg) == [], line
+        for line in evaluate:
+            compose("eval", overrides=_overrides(line, "evaluate.py"))
+
+
+def test_readme_config_table_lists_every_preset():
+    text = README.read_text().split("### Configuration", 1)[1].split("\n## ", 1)[0]
+    for group in ("model", "lm", "data", "trainer", "logger", "experiment"):
+        row = re.search(rf"^\| `{group}` \| (.*?) \|", text, re.M)
+        assert row, f"no row for {group} in README's configuration table"
+        listed = set(re.findall(r"`([a-z0-9_]+)`", row.group(1)))
+        assert listed == {p.stem for p in (REPO / "conf" / group).glob("*.yaml")}, group
+
+
+def test_readme_make_targets_exist():
+    import subprocess
+
+    help_text = subprocess.run(["make", "-s", "-o", ".venv/.installed", "help"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout
+    listed = set(re.findall(r"^\s+(?:\x1b\[36m)?([a-z][a-z0-9_-]*)", help_text, re.M))
+    mentioned = set(re.findall(r"`make ([a-z][a-z0-9_-]*)", README.read_text()))
+    mentioned |= {line.split()[1] for line in _code_lines(("make ",))}
+    assert mentioned and mentioned <= listed, mentioned - listed

@@ -27,8 +27,6 @@ class Collator:
     def __init__(self, tokenizer: Any, max_length: int):
         if tokenizer.eos_token_id is None:
             raise FrozenConfigError("the tokenizer has no eos_token; set tokenizer.eos_token before building the data")
-        if max_length < 2:
-            raise FrozenConfigError(f"max_length must be >= 2 (one text token + EOS), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.eos_id: int = tokenizer.eos_token_id

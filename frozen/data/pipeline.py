@@ -91,6 +91,12 @@ def resolve_shards(spec: str | Sequence[str], data_root: str = "data") -> list[s
     return urls
 
 
+def check_rank(rank: int, world_size: int) -> None:
+    """The one check of a reader's process rank (train and eval streams)."""
+    if not 0 <= rank < world_size:
+        raise FrozenConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
+
+
 def dataset_size(urls: Iterable[str]) -> int | None:
     """Total samples of the shards from the ``sizes.json`` next to them; None if any is unknown."""
     total, cache = 0, {}
@@ -236,8 +242,7 @@ class EvalStream(IterableDataset):
     def __init__(self, urls: Sequence[str], cfg: DataConfig, *, image_size: int, rank: int, world_size: int,
                  chunk_size: int, collator: Collator | None = None):
         super().__init__()
-        if not 0 <= rank < world_size:
-            raise FrozenConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        check_rank(rank, world_size)
         self.urls, self.cfg, self.collator = list(urls), cfg, collator
         self.image_size, self.rank, self.world_size, self.chunk_size = image_size, rank, world_size, chunk_size
 
@@ -314,8 +319,7 @@ def build_train_loader(cfg: DataConfig, tokenizer: Any, *, image_size: int, batc
     shuffle_buffer). ``skip_batches=N`` resumes exactly at batch N without decoding skipped images.
     Raises :class:`DataError` at once if a shard is missing.
     """
-    if not 0 <= rank < world_size:
-        raise FrozenConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    check_rank(rank, world_size)
     if batch_size < 1 or skip_batches < 0:
         raise FrozenConfigError(f"batch_size must be >= 1 and skip_batches >= 0, got {batch_size}, {skip_batches}")
     urls = resolve_shards(cfg.train_shards, cfg.data_root)

@@ -41,10 +41,7 @@ class FrozenModel(nn.Module):
         super().__init__()
         self.model_cfg = model_cfg = model_cfg or ModelConfig()
         self.lm_cfg = lm_cfg = lm_cfg or LMConfig()
-        if model_cfg.num_prefix_tokens < 1:
-            raise FrozenConfigError(f"num_prefix_tokens must be >= 1, got {model_cfg.num_prefix_tokens}; the paper uses 2")
-        if model_cfg.image_size < 8:
-            raise FrozenConfigError(f"image_size must be >= 8 pixels, got {model_cfg.image_size}")
+        # k >= 1, image_size and the mapper kind were checked by ModelConfig (frozen.config) on construction.
         self.vision = build_vision(model_cfg.vision, pretrained=model_cfg.vision_pretrained)
         self.lm, self.tokenizer = load_lm(
             lm_cfg.name, dtype=lm_cfg.dtype, trainable=lm_cfg.trainable, from_scratch=lm_cfg.from_scratch

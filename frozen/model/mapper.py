@@ -6,10 +6,6 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from frozen.errors import FrozenConfigError
-
-MAPPERS = ("linear", "mlp")
-
 
 class PrefixMapper(nn.Module):
     """``Linear(C, k*D)`` reshaped to ``[B, k, D]`` (the paper's mapper, k=2), or a 2-layer MLP variant.
@@ -19,10 +15,6 @@ class PrefixMapper(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, *, num_tokens: int, kind: str = "linear", hidden_dim: int | None = None):
         super().__init__()
-        if num_tokens < 1:
-            raise FrozenConfigError(f"num_prefix_tokens must be >= 1, got {num_tokens}; the paper uses 2")
-        if kind not in MAPPERS:
-            raise FrozenConfigError(f"unknown mapper {kind!r}; known mappers: {', '.join(MAPPERS)}")
         self.num_tokens, self.out_dim = num_tokens, out_dim
         if kind == "linear":
             self.proj = nn.Linear(in_dim, num_tokens * out_dim)

@@ -89,10 +89,18 @@ BACKBONES: dict[str, Callable[[bool], Backbone]] = {
 }
 
 
+def vision_problem(name: str) -> str | None:
+    """One line if ``name`` is not a backbone of :data:`BACKBONES` (used by build_vision and preflight)."""
+    if name in BACKBONES:
+        return None
+    return f"unknown vision backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}"
+
+
 def build_vision(name: str, *, pretrained: bool = False) -> Backbone:
     """Build a backbone by name. ``pretrained=True`` downloads ImageNet weights (needs the network)."""
-    if name not in BACKBONES:
-        raise FrozenConfigError(f"unknown vision backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
+    problem = vision_problem(name)
+    if problem:
+        raise FrozenConfigError(problem)
     return BACKBONES[name](pretrained)
 
 
@@ -136,4 +144,4 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
 
 
-__all__ = ["Backbone", "BACKBONES", "build_vision", "image_transform", "pad_to_square", "check_images"]
+__all__ = ["Backbone", "BACKBONES", "build_vision", "vision_problem", "image_transform", "pad_to_square", "check_images"]

@@ -1,0 +1,119 @@
+"""How the entry points (``train.py``, ``evaluate.py``) end on a user error: one line per problem, exit 2.
+
+Hydra composes the config before our ``main`` runs, so its own errors (unknown key, wrong type,
+missing preset) are raised inside Hydra's ``run_and_report``, which prints a stack trace or a multi-line
+report and exits 1. :func:`run` wraps that one function (hydra-core is pinned; the test suite checks
+the behaviour) so that these errors and every :class:`~frozen.errors.FrozenError` (the preflight
+problems and any later error with a one-line message) print as ``error: <line>`` and exit with 2.
+Anything else is a bug and keeps Hydra's report. ``debug=true`` on the command line (removed before
+Hydra parses it) or ``HYDRA_FULL_ERROR=1`` shows the full Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+USER_ERROR_EXIT = 2
+DEBUG_ARGS = ("debug=true", "debug=1", "debug=True", "+debug=true")
+
+
+def _is_user_error(err: BaseException) -> bool:
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from frozen.errors import FrozenError
+
+    return isinstance(err, (FrozenError, CompactHydraException, OmegaConfBaseException))
+
+
+def error_lines(err: BaseException) -> list[str]:
+    """The message of a user error as one or more self-contained lines."""
+    from frozen.errors import FrozenError
+
+    if isinstance(err, FrozenError):
+        return [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+    # Hydra / OmegaConf: "Could not override 'trainer.lr'.\nTo append ...\nValue 'fast' ... Float\n    full_key: ..."
+    parts: list[str] = []
+    for source in (err, err.__cause__):
+        for line in str(source or "").split("\nConfig search path")[0].splitlines():
+            line = line.strip()
+            noise = ("full_key:", "object_type=", "reference_type=", "To append to your config", "Set the environment")
+            if line and not line.startswith(noise) and line not in parts:
+                parts.append(line)
+    fix = "fix the override (python {} --help lists the config groups; --cfg job prints the config)"
+    return [" ".join(parts) + "; " + fix.format(os.path.basename(sys.argv[0]))]
+
+
+def report(err: BaseException) -> NoReturn:
+    """Print ``err`` as ``error: ...`` lines on stderr and exit with :data:`USER_ERROR_EXIT`."""
+    lines = error_lines(err)
+    prog = os.path.basename(sys.argv[0])
+    header = f"{prog}: {len(lines)} problem(s) found" if len(lines) > 1 else None
+    sys.stderr.write("\n".join(([header] if header else []) + [f"error: {line}" for line in lines]))
+    sys.stderr.write("\n(run again with debug=true or HYDRA_FULL_ERROR=1 for the Python traceback)\n")
+    sys.stderr.flush()
+    sys.exit(USER_ERROR_EXIT)
+
+
+def _debug() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0")
+
+
+def user_errors_exit(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Decorate a Hydra task (under ``@hydra.main``): a :class:`FrozenError` it raises ends as lines + exit 2.
+
+    Caught here rather than after Hydra's job runner, which would first print its own
+    "Error executing job with overrides" line.
+    """
+    from frozen.errors import FrozenError
+
+    @functools.wraps(task)  # Hydra unwraps __wrapped__ to find conf/ next to the script
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except FrozenError as err:
+            if _debug():
+                raise
+            report(err)
+
+    return wrapper
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    flagged = [a for a in argv[1:] if a in DEBUG_ARGS]
+    for arg in flagged:
+        argv.remove(arg)
+    return bool(flagged) or _debug()
+
+
+def run(main: Callable[[], Any]) -> Any:
+    """Call a ``@hydra.main`` function so that user errors end as one line each and exit code 2."""
+    import hydra._internal.utils as hydra_utils
+
+    if _debug_requested(sys.argv):
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises: Python prints the full traceback
+        return main()
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        try:
+            return func()
+        except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right below
+            if _is_user_error(err):
+                report(err)
+            bug = err
+
+            def reraise() -> NoReturn:
+                raise bug
+
+            return original(reraise)  # a bug: Hydra's usual report
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        return main()
+    finally:
+        hydra_utils.run_and_report = original
