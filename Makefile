@@ -39,8 +39,8 @@ test-all: $(STAMP) ## run the test suite including slow tests
 demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table (SEEDS=3: mean ± std over training seeds)
 	$(PY) scripts/demo.py --seeds $${SEEDS:-1} $(ARGS)
 
-shards: $(STAMP) ## write the offline easy-VQA shards to data/easyvqa (~30 s)
-	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa $(SHARDS_ARGS)
+shards: $(STAMP) ## (re)write the offline easy-VQA shards in data/easyvqa (~30 s; replaces only its own shards)
+	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa --overwrite $(SHARDS_ARGS)
 
 # The files the debug preset reads: made once, when missing.
 $(DATA_ROOT)/easyvqa/sizes.json: | $(STAMP)
