@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.model.generation import _layout, generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.generation import generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.prompts import Prompt
 
 SUPPORT = "Answer with dax or blicket.\n<image>This is a dax.\n<image>This is a blicket.\n"
 # Varied lengths; a query without an image and one starting with text (the tokenizer may merge it
@@ -68,7 +69,8 @@ def test_support_runs_through_the_lm_once(tiny_model):
     k, tok = tiny_model.num_prefix_tokens, tiny_model.tokenizer
 
     def positions(prompt: str) -> int:  # text tokens (segment by segment) + k per image
-        return sum(k if item < 0 else 1 for item in _layout(tok, prompt, prompt.count("<image>")))
+        layout = Prompt.parse(prompt, [None] * prompt.count("<image>")).tokenize(tok).layout()
+        return sum(k if item < 0 else 1 for item in layout)
 
     assert seen[0][0] == 1 and positions(SUPPORT) - 3 <= seen[0][1] <= positions(SUPPORT)
     assert len(seen) > 2 and all(b > 1 for b, _ in seen[1:])  # every later call is a batch of queries
