@@ -61,7 +61,8 @@ def test_support_runs_through_the_lm_once(tiny_model):
     """Batch 1 over the support, then only query suffixes and single decoded tokens."""
     support, queries = _episode()
     seen: list[tuple[int, int]] = []
-    hook = tiny_model.lm.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["inputs_embeds"].shape[:2])), with_kwargs=True)
+    hook = tiny_model.lm.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["inputs_embeds"].shape[:2])),
+                                                   with_kwargs=True)
     try:
         generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=3, batch_size=3)
     finally:
@@ -82,7 +83,8 @@ def test_stop_strings_are_trimmed_like_generate(tiny_model):
     support, queries = _episode()
     free = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10)
     stop = next(t for t in free if len(t) > 4)[2]  # a character some answer contains mid-way
-    stopped = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10, stop_strings=[stop], batch_size=2)
+    stopped = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10, stop_strings=[stop],
+                              batch_size=2)
     assert stopped == [trim(t, [stop]) for t in free]
     assert stopped == _reference(tiny_model, support, queries, QUERIES, max_new_tokens=10, stop_strings=[stop])
     assert stopped != free
@@ -93,7 +95,8 @@ def test_plain_generate_stop_strings_unchanged(tiny_model):
     imgs = _images(2)
     free = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10)
     stop = next(t for t in free if len(t) > 4)[2]
-    stopped = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10, stop_strings=stop)
+    stopped = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10,
+                                  stop_strings=stop)
     assert stopped == [trim(t, [stop]) for t in free]
     assert stop_string_criteria(tiny_model.tokenizer, [stop]) is stop_string_criteria(tiny_model.tokenizer, [stop])
 
@@ -211,3 +214,36 @@ def test_steal_fraction_reads_the_hypervisor_share():
     now = cpu_times()
     if now is not None:  # Linux: /proc/stat has at least the 8 classic fields, counting up
         assert len(now) >= 8 and all(v >= 0 for v in now)
+
+
+def test_shared_support_ending_in_a_space_with_smollm2_bpe(smollm2_dir):
+    """Support "... This is a " + query "dax" tokenises as "a", " dax" in the full prompt, where the
+    support alone ends "a", " ": the shared cache must stop before the seam. The LM then sees exactly
+    the full prompt, so the answers and the first logits equal the unshared ones."""
+    from frozen import FrozenModel
+
+    torch.manual_seed(0)
+    model = FrozenModel.from_pretrained("smollm2-135m-instruct-gguf", vision="tiny_cnn", image_size=32)
+    tok = model.tokenizer
+    imgs = _images(3)
+    support_text = "Answer with dax or blicket.\n<image>This is a blicket.\n<image>Q: What is this? A: This is a "
+    queries = ["dax", "blicket.\n<image>Q: What is this? A: This is a"]  # the answer right after the seam; a longer one
+    query_images = [[], [imgs[2]]]
+    support = Prompt.parse(support_text, imgs[:2]).tokenize(tok).layout()
+    for query, q_imgs in zip(queries, query_images):  # the precondition: every seam merges
+        full = Prompt.parse(support_text + query, imgs[:2] + q_imgs).tokenize(tok).layout()
+        assert full[: len(support) - 1] == support[:-1] and full[len(support) - 1] != support[-1]
+
+    logits: list[torch.Tensor] = []  # the LM head's last-position output, call by call
+    hook = model.lm.get_output_embeddings().register_forward_hook(lambda m, a, out: logits.append(out[:, -1]))
+    try:
+        expected = model.generate([imgs[:2] + q for q in query_images], [support_text + q for q in queries],
+                                  max_new_tokens=3)
+        full_first = logits[0]  # [2, V]: the full prompts' prefill
+        logits.clear()
+        shared = model.generate_shared(imgs[:2], support_text, query_images, queries, max_new_tokens=3)
+        shared_first = logits[1]  # [2, V]: after the support pass (batch 1), the queries' pass
+    finally:
+        hook.remove()
+    assert shared == expected and any(expected)
+    torch.testing.assert_close(shared_first, full_first, atol=1e-3, rtol=1e-3)
