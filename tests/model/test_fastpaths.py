@@ -155,10 +155,26 @@ def test_generate_shared_arguments(tiny_model):
         generate_shared(tiny_model, support, SUPPORT, queries[:2], QUERIES)
     with pytest.raises(ValueError, match=r"marker\(s\)"):
         generate_shared(tiny_model, support[:1], SUPPORT, queries, QUERIES)
+    with pytest.raises(ValueError, match=r"generate_shared decodes greedily.*use generate\(\) for num_beams"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, num_beams=2)
+    with pytest.raises(ValueError, match=r"transformers options \(repetition_penalty\)"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, repetition_penalty=1.3)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=0)
     # nothing shareable (empty support): the plain path answers
     assert generate_shared(tiny_model, [], "", [queries[0]], [QUERIES[0]], max_new_tokens=4) == tiny_model.generate(
         [queries[0]], [QUERIES[0]], max_new_tokens=4
     )
+
+
+def test_generate_shared_takes_prompt_objects(tiny_model):
+    """Prompt objects (images inside) give the same answers as strings + image lists."""
+    support, queries = _episode()
+    expected = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=4)
+    prompts = [Prompt.parse(p, q) for p, q in zip(QUERIES, queries)]
+    assert tiny_model.generate_shared(None, Prompt.parse(SUPPORT, support), None, prompts, max_new_tokens=4) == expected
+    with pytest.raises(ValueError, match="a Prompt carries its own images"):
+        generate_shared(tiny_model, support, Prompt.parse(SUPPORT, support), None, prompts)
 
 
 def _load_bench():
