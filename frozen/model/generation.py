@@ -69,10 +69,10 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         stops = self.stop_strings
         object.__setattr__(self, "stop_strings", (stops,) if isinstance(stops, str) else tuple(stops or ()))
-        problems = [f"{name} must be >= {low}, got {value}" for name, value, low in
-                    [("max_new_tokens", self.max_new_tokens, 1), ("num_beams", self.num_beams, 1),
-                     ("min_new_tokens", self.min_new_tokens, 0), ("batch_size", self.batch_size or 1, 1)]
-                    if value < low]
+        bounds = [("max_new_tokens", self.max_new_tokens, 1), ("num_beams", self.num_beams, 1),
+                  ("min_new_tokens", self.min_new_tokens, 0), ("batch_size", self.batch_size, 1)]
+        problems = [f"{name} must be >= {low}, got {value}" for name, value, low in bounds
+                    if value is not None and value < low]
         if not self.use_cache and self.num_beams != 1:
             problems.append("use_cache=False is the greedy reference path; use num_beams=1 with it")
         if problems:
@@ -80,16 +80,17 @@ class GenerationOptions:
 
     @classmethod
     def of(cls, options: GenerationOptions | None = None, **kwargs: Any) -> GenerationOptions:
-        """``options`` with ``kwargs`` applied; keywords that are not fields go to ``extra``."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in kwargs.items() if k in names}
-        extra = {k: v for k, v in kwargs.items() if k not in names}
+        """``options`` (default: the defaults) with ``kwargs`` applied; keywords that are not fields go to
+        ``extra``, added to the ``extra`` of ``options``."""
         base = options or cls()
-        return dataclasses.replace(base, **known, extra={**base.extra, **extra})
+        extra = {**base.extra, **kwargs.pop("extra", {})}
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra.update({k: v for k, v in kwargs.items() if k not in names})
+        return dataclasses.replace(base, **{k: v for k, v in kwargs.items() if k in names}, extra=extra)
 
 
 def as_prompts(images: Sequence[Sequence[ImageInput]] | None, prompts: Sequence[str | Prompt]) -> list[Prompt]:
-    """Prompt strings with one image list each (``images=None``: no images), or ready ``Prompt``\\ s."""
+    """Prompts as data: strings with one image list each (``images=None``: no images), or ``Prompt`` objects."""
     if isinstance(prompts, (str, Prompt)):
         raise TypeError("prompts must be a list: one string (or Prompt) per prompt")
     if images is not None and len(images) != len(prompts):

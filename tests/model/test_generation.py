@@ -135,6 +135,10 @@ def test_generation_options_declared_once():
     assert GenerationOptions.of(opts, num_beams=2).max_new_tokens == 3
     with pytest.raises(ValueError, match=r"^max_new_tokens must be >= 1, got 0; num_beams must be >= 1, got 0$"):
         GenerationOptions(max_new_tokens=0, num_beams=0)
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        GenerationOptions(batch_size=0)
+    both = GenerationOptions.of(extra={"top_k": 3}, repetition_penalty=1.2)
+    assert both.extra == {"top_k": 3, "repetition_penalty": 1.2}
     with pytest.raises(ValueError, match="use_cache=False is the greedy reference path"):
         GenerationOptions(use_cache=False, num_beams=2)
 
