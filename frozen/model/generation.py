@@ -82,6 +82,9 @@ class GenerationOptions:
     def of(cls, options: GenerationOptions | None = None, **kwargs: Any) -> GenerationOptions:
         """``options`` (default: the defaults) with ``kwargs`` applied; keywords that are not fields go to
         ``extra``, added to the ``extra`` of ``options``."""
+        if options is not None and not isinstance(options, GenerationOptions):
+            raise TypeError(f"options must be a GenerationOptions, got {type(options).__name__}; "
+                            "pass decoding settings as keywords (max_new_tokens=...)")
         base = options or cls()
         extra = {**base.extra, **kwargs.pop("extra", {})}
         names = {f.name for f in dataclasses.fields(cls)}

@@ -139,6 +139,8 @@ def test_generation_options_declared_once():
         GenerationOptions(batch_size=0)
     both = GenerationOptions.of(extra={"top_k": 3}, repetition_penalty=1.2)
     assert both.extra == {"top_k": 3, "repetition_penalty": 1.2}
+    with pytest.raises(TypeError, match="options must be a GenerationOptions, got int; pass decoding settings"):
+        GenerationOptions.of(20)
     with pytest.raises(ValueError, match="use_cache=False is the greedy reference path"):
         GenerationOptions(use_cache=False, num_beams=2)
 
