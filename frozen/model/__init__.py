@@ -1,8 +1,11 @@
 """What a user loads: :class:`FrozenModel` and its parts.
 
 Owns the vision backbones (``vision``), the prefix mapper (``mapper``), frozen-LM loading (``lm``),
-prompts with ``<image>`` markers (``prompts``), interleaved generation (``generation``) and the
-model itself with its safetensors export (``frozen_model``).
+prompts as data (``prompts``: text segments and images), interleaved generation (``embedding``:
+prompts -> LM inputs; ``decoding``: greedy loops; ``generation``: options, ``generate``,
+``generate_shared``) and the model itself with its safetensors export (``frozen_model``). Inside the
+package, arrows point one way: ``frozen_model`` -> ``generation`` -> ``embedding``/``decoding`` ->
+``prompts``/``vision``.
 May import: ``frozen.config``, ``frozen.errors``. Never ``frozen.data``, ``frozen.train`` or ``frozen.eval``.
 """
 

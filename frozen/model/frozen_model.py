@@ -21,6 +21,7 @@ from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
 from frozen.model.lm import embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
+from frozen.model.prompts import Prompt
 from frozen.model.vision import build_vision, check_images, image_transform
 
 CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
@@ -156,62 +157,41 @@ class FrozenModel(nn.Module):
         return FrozenOutput(loss=out.loss, logits=out.logits)
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate(
         self,
         images: Sequence[Sequence[Image.Image | torch.Tensor]] | None = None,
-        prompts: Sequence[str] | str = "<image>",
-        *,
-        max_new_tokens: int = 20,
-        num_beams: int = 1,
-        stop_strings: Sequence[str] | str | None = None,
-        batch_size: int | None = None,
-        use_cache: bool = True,
-        min_new_tokens: int = 0,
-        **generate_kwargs: Any,
+        prompts: Sequence[str | Prompt] | str | Prompt = "<image>",
+        options: generation.GenerationOptions | None = None,
+        **kwargs: Any,
     ) -> list[str]:
-        """Answer interleaved prompts: ``prompts[i]`` has one ``<image>`` marker per image in ``images[i]``.
+        """Answer interleaved prompts: ``prompts[i]`` has one ``<image>`` marker per image in ``images[i]``
+        (or is a :class:`~frozen.model.prompts.Prompt`, with ``images=None``).
 
         Greedy (``num_beams=1``) or beam search, batched with left padding, KV-cached, cut at the
-        first stop string (which is removed). Returns the generated text only, stripped.
-        ``min_new_tokens`` keeps EOS from ending an answer before that many tokens.
+        first stop string (which is removed). Returns the generated text only, stripped. Options
+        (``max_new_tokens``, ``num_beams``, ``stop_strings``, ``batch_size``, ``min_new_tokens``, ...):
+        :class:`frozen.model.generation.GenerationOptions`, as keywords or as ``options``.
         """
-        return generation.generate(
-            self,
-            images,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            stop_strings=stop_strings,
-            batch_size=batch_size,
-            use_cache=use_cache,
-            min_new_tokens=min_new_tokens,
-            **generate_kwargs,
-        )
+        return generation.generate(self, images, prompts, options, **kwargs)
 
     def generate_shared(
         self,
         support_images: Sequence[Image.Image | torch.Tensor] | None,
-        support_prompt: str,
+        support_prompt: str | Prompt,
         query_images: Sequence[Sequence[Image.Image | torch.Tensor]] | None,
-        query_prompts: Sequence[str],
-        *,
-        max_new_tokens: int = 20,
-        stop_strings: Sequence[str] | str | None = None,
-        batch_size: int | None = None,
-        min_new_tokens: int = 0,
+        query_prompts: Sequence[str | Prompt],
+        options: generation.GenerationOptions | None = None,
+        **kwargs: Any,
     ) -> list[str]:
         """Greedy answers to ``support_prompt + query_prompts[i]`` with the support computed once.
 
         The same answers as :meth:`generate` on the concatenated prompts; the support's images go
         through the encoder once and its embeddings through the LM once, and each batch of queries
         continues a copy of that KV cache (one support set, many questions: fast concept binding).
+        Arguments: :func:`frozen.model.generation.generate_shared`.
         """
-        return generation.generate_shared(
-            self, support_images, support_prompt, query_images, query_prompts,
-            max_new_tokens=max_new_tokens, stop_strings=stop_strings, batch_size=batch_size,
-            min_new_tokens=min_new_tokens,
-        )
+        return generation.generate_shared(self, support_images, support_prompt, query_images, query_prompts,
+                                          options, **kwargs)
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:

@@ -1,16 +1,25 @@
-"""Interleaved prompts: text with ``<image>`` markers, one image per marker; shot sampling.
+"""Interleaved prompts as data: text segments with images between them; templates; shot sampling.
 
+A :class:`Prompt` is ``texts[0] image[0] texts[1] image[1] ... texts[n]``: ``n`` images and ``n + 1``
+text segments (any of them may be empty). It is written as a string with one ``<image>`` marker per
+image, ``"<image>This is a dax.\\n<image>Q: What is this? A:"`` with two images, and parsed once.
 ``<image>`` is a split marker only: it never reaches the tokenizer, so the frozen vocabulary is
-untouched. ``"<image>This is a dax.\\n<image>Q: What is this? A:"`` becomes
-``[prefix(img0)] "This is a dax.\\n" [prefix(img1)] "Q: What is this? A:"``.
+untouched. :meth:`Prompt.tokenize` gives a :class:`TokenizedPrompt`: each text segment tokenised on
+its own, so joining two prompts re-tokenises only the one segment where they meet.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 IMAGE_MARKER = "<image>"
+
+# A prompt's flat layout: one entry per text token (its id, >= 0) or per image (-(1 + its index in the
+# prompt's images)); an image entry stands for that image's k prefix embeddings.
+Layout = list[int]
 
 
 def split_prompt(prompt: str, num_images: int) -> list[str]:
@@ -27,13 +36,84 @@ def split_prompt(prompt: str, num_images: int) -> list[str]:
     return segments
 
 
-def count_images(prompt: str) -> int:
-    return prompt.count(IMAGE_MARKER)
+@dataclass(frozen=True, eq=False)  # eq=False: images may be tensors, whose == is elementwise
+class Prompt:
+    """Text segments with one image between each two: ``len(texts) == len(images) + 1``."""
+
+    texts: tuple[str, ...] = ("",)
+    images: tuple[Any, ...] = ()  # PIL images or [3, S, S] tensors
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "texts", tuple(self.texts))
+        object.__setattr__(self, "images", tuple(self.images))
+        if len(self.texts) != len(self.images) + 1:
+            raise ValueError(f"a Prompt needs one more text segment than images, got {len(self.texts)} texts "
+                             f"and {len(self.images)} images; build it with Prompt.parse(text, images)")
+        if any(IMAGE_MARKER in t for t in self.texts):
+            raise ValueError(f"a Prompt's text segments cannot contain {IMAGE_MARKER}; use Prompt.parse(text, images)")
+
+    @classmethod
+    def parse(cls, text: str, images: Sequence[Any] | None = None) -> Prompt:
+        """``text`` with one ``<image>`` marker per entry of ``images`` (a one-line error otherwise)."""
+        images = list(images or [])
+        return cls(tuple(split_prompt(text, len(images))), tuple(images))
+
+    @classmethod
+    def concat(cls, *parts: Prompt) -> Prompt:
+        """The prompts one after another; where two meet, their texts join into one segment."""
+        texts, images = [""], []
+        for part in parts:
+            texts[-1] += part.texts[0]
+            texts += part.texts[1:]
+            images += part.images
+        return cls(tuple(texts), tuple(images))
+
+    def __add__(self, other: Prompt) -> Prompt:
+        return Prompt.concat(self, other)
+
+    @property
+    def text(self) -> str:
+        """The prompt as a string with ``<image>`` markers: ``Prompt.parse(p.text, p.images)`` is ``p``."""
+        return IMAGE_MARKER.join(self.texts)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    def tokenize(self, tokenizer: Any) -> TokenizedPrompt:
+        """Each text segment through ``tokenizer`` on its own (no special tokens added)."""
+        return TokenizedPrompt(self, tuple(_ids(tokenizer, t) for t in self.texts))
 
 
-def strip_images(prompt: str) -> str:
-    """The prompt without its image markers (the blind condition keeps the text only)."""
-    return prompt.replace(IMAGE_MARKER, "")
+def _ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer(text, add_special_tokens=False).input_ids) if text else ()
+
+
+@dataclass(frozen=True, eq=False)
+class TokenizedPrompt:
+    """A :class:`Prompt` with ``ids[i]``, the token ids of ``prompt.texts[i]`` tokenised on its own."""
+
+    prompt: Prompt
+    ids: tuple[tuple[int, ...], ...]
+
+    def join(self, other: TokenizedPrompt, tokenizer: Any) -> TokenizedPrompt:
+        """``(self.prompt + other.prompt).tokenize(tokenizer)``, re-tokenising only the segment where they meet.
+
+        That segment is ``self``'s last text + ``other``'s first, and it is tokenised as one string:
+        a BPE tokenizer may merge across the seam (``"a "`` + ``"dax"`` is ``"a", " dax"``, not
+        ``"a", " ", "dax"``), so its ids are not ``self.ids[-1] + other.ids[0]`` in general.
+        """
+        last, first = self.prompt.texts[-1], other.prompt.texts[0]
+        seam = self.ids[-1] if not first else other.ids[0] if not last else _ids(tokenizer, last + first)
+        return TokenizedPrompt(self.prompt + other.prompt, self.ids[:-1] + (seam,) + other.ids[1:])
+
+    def layout(self) -> Layout:
+        """Token ids and image slots in prompt order (see :data:`Layout`)."""
+        layout: Layout = list(self.ids[0])
+        for i, ids in enumerate(self.ids[1:]):
+            layout.append(-(i + 1))  # image i sits between text segments i and i + 1
+            layout += ids
+        return layout
 
 
 def sample_shots(pool_size: int, shots: int, rng: random.Random, exclude: Collection[int] = ()) -> list[int]:
@@ -68,8 +148,5 @@ def render(template: str, **fields: str) -> str:
     try:
         return template.format(**fields)
     except KeyError as err:
-        raise ValueError(f"prompt template {template!r} uses {{{err.args[0]}}} but only {sorted(fields)} are available") from None
-
-
-def join_demos(parts: Sequence[str], separator: str = "\n") -> str:
-    return separator.join(parts)
+        raise ValueError(f"prompt template {template!r} uses {{{err.args[0]}}} "
+                         f"but only {sorted(fields)} are available") from None

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.model.generation import _layout, generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.generation import generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.prompts import Prompt
 
 SUPPORT = "Answer with dax or blicket.\n<image>This is a dax.\n<image>This is a blicket.\n"
 # Varied lengths; a query without an image and one starting with text (the tokenizer may merge it
@@ -60,7 +61,8 @@ def test_support_runs_through_the_lm_once(tiny_model):
     """Batch 1 over the support, then only query suffixes and single decoded tokens."""
     support, queries = _episode()
     seen: list[tuple[int, int]] = []
-    hook = tiny_model.lm.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["inputs_embeds"].shape[:2])), with_kwargs=True)
+    hook = tiny_model.lm.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["inputs_embeds"].shape[:2])),
+                                                   with_kwargs=True)
     try:
         generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=3, batch_size=3)
     finally:
@@ -68,7 +70,8 @@ def test_support_runs_through_the_lm_once(tiny_model):
     k, tok = tiny_model.num_prefix_tokens, tiny_model.tokenizer
 
     def positions(prompt: str) -> int:  # text tokens (segment by segment) + k per image
-        return sum(k if item < 0 else 1 for item in _layout(tok, prompt, prompt.count("<image>")))
+        layout = Prompt.parse(prompt, [None] * prompt.count("<image>")).tokenize(tok).layout()
+        return sum(k if item < 0 else 1 for item in layout)
 
     assert seen[0][0] == 1 and positions(SUPPORT) - 3 <= seen[0][1] <= positions(SUPPORT)
     assert len(seen) > 2 and all(b > 1 for b, _ in seen[1:])  # every later call is a batch of queries
@@ -80,7 +83,8 @@ def test_stop_strings_are_trimmed_like_generate(tiny_model):
     support, queries = _episode()
     free = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10)
     stop = next(t for t in free if len(t) > 4)[2]  # a character some answer contains mid-way
-    stopped = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10, stop_strings=[stop], batch_size=2)
+    stopped = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=10, stop_strings=[stop],
+                              batch_size=2)
     assert stopped == [trim(t, [stop]) for t in free]
     assert stopped == _reference(tiny_model, support, queries, QUERIES, max_new_tokens=10, stop_strings=[stop])
     assert stopped != free
@@ -91,7 +95,8 @@ def test_plain_generate_stop_strings_unchanged(tiny_model):
     imgs = _images(2)
     free = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10)
     stop = next(t for t in free if len(t) > 4)[2]
-    stopped = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10, stop_strings=stop)
+    stopped = tiny_model.generate([[imgs[0]], [imgs[1]]], ["<image>a", "<image>Q: what?"], max_new_tokens=10,
+                                  stop_strings=stop)
     assert stopped == [trim(t, [stop]) for t in free]
     assert stop_string_criteria(tiny_model.tokenizer, [stop]) is stop_string_criteria(tiny_model.tokenizer, [stop])
 
@@ -150,10 +155,26 @@ def test_generate_shared_arguments(tiny_model):
         generate_shared(tiny_model, support, SUPPORT, queries[:2], QUERIES)
     with pytest.raises(ValueError, match=r"marker\(s\)"):
         generate_shared(tiny_model, support[:1], SUPPORT, queries, QUERIES)
+    with pytest.raises(ValueError, match=r"generate_shared decodes greedily.*use generate\(\) for num_beams"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, num_beams=2)
+    with pytest.raises(ValueError, match=r"transformers options \(repetition_penalty\)"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, repetition_penalty=1.3)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=0)
     # nothing shareable (empty support): the plain path answers
     assert generate_shared(tiny_model, [], "", [queries[0]], [QUERIES[0]], max_new_tokens=4) == tiny_model.generate(
         [queries[0]], [QUERIES[0]], max_new_tokens=4
     )
+
+
+def test_generate_shared_takes_prompt_objects(tiny_model):
+    """Prompt objects (images inside) give the same answers as strings + image lists."""
+    support, queries = _episode()
+    expected = generate_shared(tiny_model, support, SUPPORT, queries, QUERIES, max_new_tokens=4)
+    prompts = [Prompt.parse(p, q) for p, q in zip(QUERIES, queries)]
+    assert tiny_model.generate_shared(None, Prompt.parse(SUPPORT, support), None, prompts, max_new_tokens=4) == expected
+    with pytest.raises(ValueError, match="a Prompt carries its own images"):
+        generate_shared(tiny_model, support, Prompt.parse(SUPPORT, support), None, prompts)
 
 
 def _load_bench():
@@ -209,3 +230,36 @@ def test_steal_fraction_reads_the_hypervisor_share():
     now = cpu_times()
     if now is not None:  # Linux: /proc/stat has at least the 8 classic fields, counting up
         assert len(now) >= 8 and all(v >= 0 for v in now)
+
+
+def test_shared_support_ending_in_a_space_with_smollm2_bpe(smollm2_dir):
+    """Support "... This is a " + query "dax" tokenises as "a", " dax" in the full prompt, where the
+    support alone ends "a", " ": the shared cache must stop before the seam. The LM then sees exactly
+    the full prompt, so the answers and the first logits equal the unshared ones."""
+    from frozen import FrozenModel
+
+    torch.manual_seed(0)
+    model = FrozenModel.from_pretrained("smollm2-135m-instruct-gguf", vision="tiny_cnn", image_size=32)
+    tok = model.tokenizer
+    imgs = _images(3)
+    support_text = "Answer with dax or blicket.\n<image>This is a blicket.\n<image>Q: What is this? A: This is a "
+    queries = ["dax", "blicket.\n<image>Q: What is this? A: This is a"]  # the answer right after the seam; a longer one
+    query_images = [[], [imgs[2]]]
+    support = Prompt.parse(support_text, imgs[:2]).tokenize(tok).layout()
+    for query, q_imgs in zip(queries, query_images):  # the precondition: every seam merges
+        full = Prompt.parse(support_text + query, imgs[:2] + q_imgs).tokenize(tok).layout()
+        assert full[: len(support) - 1] == support[:-1] and full[len(support) - 1] != support[-1]
+
+    logits: list[torch.Tensor] = []  # the LM head's last-position output, call by call
+    hook = model.lm.get_output_embeddings().register_forward_hook(lambda m, a, out: logits.append(out[:, -1]))
+    try:
+        expected = model.generate([imgs[:2] + q for q in query_images], [support_text + q for q in queries],
+                                  max_new_tokens=3)
+        full_first = logits[0]  # [2, V]: the full prompts' prefill
+        logits.clear()
+        shared = model.generate_shared(imgs[:2], support_text, query_images, queries, max_new_tokens=3)
+        shared_first = logits[1]  # [2, V]: after the support pass (batch 1), the queries' pass
+    finally:
+        hook.remove()
+    assert shared == expected and any(expected)
+    torch.testing.assert_close(shared_first, full_first, atol=1e-3, rtol=1e-3)

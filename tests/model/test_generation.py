@@ -1,15 +1,17 @@
-"""Interleaved prompts and generation: layout, batching, caching, beams, stop strings, errors."""
+"""Generation from interleaved prompts: layout, batching, caching, beams against brute force, options, errors."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
 from PIL import Image
 
-from frozen.model.generation import embed_prompts, left_pad, trim
-from frozen.model.prompts import sample_shots, query_rng, split_prompt
+from frozen.model.generation import GenerationOptions, embed_prompts, left_pad, trim
+from frozen.model.prompts import Prompt
 
 
 def _images(n, size=32, seed=0):
@@ -76,13 +78,83 @@ def test_pil_images_are_preprocessed(tiny_model):
     )
 
 
-def test_beam_search_returns_best_beam(tiny_model):
-    out = tiny_model.generate([[_images(1)[0]]] * 2, ["<image>a red", "<image>a blue"], max_new_tokens=6, num_beams=3)
-    assert len(out) == 2 and all(isinstance(t, str) for t in out)
-    # one beam is greedy
-    assert tiny_model.generate(None, ["a red"], max_new_tokens=6, num_beams=1) == tiny_model.generate(
-        None, ["a red"], max_new_tokens=6
-    )
+def _brute_force_scores(model, prompt: str, images, allowed: list[int], length: int) -> dict[tuple[int, ...], float]:
+    """Summed log-probability of every sequence of ``length`` tokens from ``allowed`` after ``prompt``."""
+    (prompt_embeds,) = embed_prompts(model, [images], [prompt])  # [P, D]
+    seqs = list(itertools.product(allowed, repeat=length))
+    ids = torch.tensor(seqs)  # [N, L]
+    embeds = torch.cat([prompt_embeds.expand(len(seqs), -1, -1), model.embed_tokens(ids)], dim=1)  # [N, P + L, D]
+    with torch.no_grad():
+        logits = model.lm(inputs_embeds=embeds).logits[:, -length - 1 : -1]  # [N, L, V]: predicts each new token
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[..., None])[..., 0]  # [N, L]
+    return {seq: float(score) for seq, score in zip(seqs, logprobs.sum(-1))}
+
+
+def test_beam_search_finds_the_best_sequence_by_brute_force(tiny_model):
+    """Beam search as wide as the search space must return the highest-scoring sequence.
+
+    The LM is limited to a 3-token vocabulary (every other logit -1e9) and EOS is out of it, so every
+    answer has exactly L = 3 tokens and its beam score is its summed log-probability / 3. With
+    num_beams = 3**3 no sequence is ever pruned, so the top beam is the argmax over all 27. The
+    test looks for a case where greedy decoding is *not* optimal, so a beam search quietly run as
+    greedy (num_beams forced to 1) fails it.
+    """
+    tok, length = tiny_model.tokenizer, 3
+    words = [" red", " blue", " green", " dax", " blicket", " circle"]
+    word_ids = [tok(w, add_special_tokens=False).input_ids for w in words]
+    assert all(len(ids) == 1 for ids in word_ids)  # one token each: decoded answers are distinct
+    image = _images(1)[0]
+    prompts = ["<image>Q: what color is the shape? A:", "<image>a red"]
+    greedy_was_wrong = 0
+    for allowed in itertools.combinations([ids[0] for ids in word_ids], 3):
+        bias = torch.full((len(tok),), -1e9)
+        bias[list(allowed)] = 0.0
+        restrict = partial(lambda m, a, logits, bias: logits + bias, bias=bias)  # [B, L, V] + [V]
+        hook = tiny_model.lm.get_output_embeddings().register_forward_hook(restrict)
+        try:
+            beams = tiny_model.generate([[image]] * 2, prompts, max_new_tokens=length, num_beams=3**length)
+            greedy = tiny_model.generate([[image]] * 2, prompts, max_new_tokens=length)
+            for prompt, beam, greedy_answer in zip(prompts, beams, greedy):
+                scores = _brute_force_scores(tiny_model, prompt, [image], list(allowed), length)
+                ranked = sorted(scores, key=scores.get, reverse=True)
+                if scores[ranked[0]] - scores[ranked[1]] < 1e-3:  # a near tie: float noise could pick either
+                    continue
+                assert beam == tok.decode(list(ranked[0])).strip(), (allowed, prompt)
+                greedy_was_wrong += greedy_answer != beam
+        finally:
+            hook.remove()
+        if greedy_was_wrong:
+            break
+    assert greedy_was_wrong, "no case where greedy decoding misses the best sequence: the test proves nothing"
+
+
+def test_generation_options_declared_once():
+    opts = GenerationOptions.of(max_new_tokens=3, stop_strings="\n", repetition_penalty=1.2)
+    assert (opts.max_new_tokens, opts.stop_strings, opts.extra) == (3, ("\n",), {"repetition_penalty": 1.2})
+    assert GenerationOptions.of(opts, num_beams=2).extra == {"repetition_penalty": 1.2}  # kept from the base
+    assert GenerationOptions.of(opts, num_beams=2).max_new_tokens == 3
+    with pytest.raises(ValueError, match=r"^max_new_tokens must be >= 1, got 0; num_beams must be >= 1, got 0$"):
+        GenerationOptions(max_new_tokens=0, num_beams=0)
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        GenerationOptions(batch_size=0)
+    both = GenerationOptions.of(extra={"top_k": 3}, repetition_penalty=1.2)
+    assert both.extra == {"top_k": 3, "repetition_penalty": 1.2}
+    with pytest.raises(TypeError, match="options must be a GenerationOptions, got int; pass decoding settings"):
+        GenerationOptions.of(20)
+    with pytest.raises(ValueError, match="use_cache=False is the greedy reference path"):
+        GenerationOptions(use_cache=False, num_beams=2)
+
+
+def test_options_object_and_prompt_objects_equal_keywords_and_strings(tiny_model):
+    images = _prompt_images()
+    expected = tiny_model.generate(images, PROMPTS, max_new_tokens=4, stop_strings=["."])
+    opts = GenerationOptions(max_new_tokens=4, stop_strings=(".",))
+    assert tiny_model.generate(images, PROMPTS, opts) == expected
+    prompts = [Prompt.parse(p, imgs) for p, imgs in zip(PROMPTS, images)]
+    assert tiny_model.generate(None, prompts, max_new_tokens=4, stop_strings=".") == expected
+    assert tiny_model.generate(None, prompts[1], opts) == expected[1:2]
+    with pytest.raises(ValueError, match="a Prompt carries its own images"):
+        tiny_model.generate(images, prompts, opts)
 
 
 def test_stop_strings_and_trim():
@@ -99,20 +171,6 @@ def test_image_count_mismatch(tiny_model):
 def test_wrong_image_shape_in_generate(tiny_model):
     with pytest.raises(ValueError, match=r"\[B, 3, 32, 32\]"):
         tiny_model.generate([[torch.rand(3, 64, 64)]], ["<image>a"])
-
-
-def test_split_prompt_counts_markers():
-    assert split_prompt("<image>x<image>", 2) == ["", "x", ""]
-
-
-def test_shot_sampling_is_seeded_and_excludes_query():
-    picks = [sample_shots(10, 4, query_rng(0, trial=0, query_key=3), exclude={3}) for _ in range(3)]
-    assert picks[0] == picks[1] == picks[2] and 3 not in picks[0] and len(set(picks[0])) == 4
-    other_trial = sample_shots(10, 4, query_rng(0, trial=1, query_key=3), exclude={3})
-    assert other_trial != picks[0]
-    assert sorted(sample_shots(5, 3, query_rng(0, 0, 2), exclude={2, 4})) == [0, 1, 3]
-    with pytest.raises(ValueError, match="only 3 demonstrations"):
-        sample_shots(5, 4, query_rng(0, 0, 2), exclude={2, 4})
 
 
 def test_smollm2_gguf_loads_offline_and_knows_english(smollm2_dir):
@@ -157,5 +215,6 @@ def test_min_new_tokens_keeps_eos_from_ending_an_answer_early(tiny_model):
     assert tiny_model.generate(imgs, prompts, max_new_tokens=2, min_new_tokens=2) == forced
     assert tiny_model.generate(imgs, prompts, max_new_tokens=5, min_new_tokens=2, use_cache=False) == forced
     shared = tiny_model.generate_shared([images[1]], "<image>This is a dax.\n", [[images[2]]] * 2,
-                                        ["<image>Q: What is this? A: This is a"] * 2, max_new_tokens=5, min_new_tokens=2)
+                                        ["<image>Q: What is this? A: This is a"] * 2, max_new_tokens=5,
+                                        min_new_tokens=2)
     assert shared == [forced[1]] * 2

@@ -1,0 +1,108 @@
+"""Prompts -> LM inputs: image prefixes and token embeddings in prompt order, left-padded into a batch.
+
+Generation needs only a few things from a model, named by :class:`PrefixModel` (``FrozenModel`` has
+them), so this module and the decoding modules never import ``FrozenModel``: no import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from frozen.config import ModelConfig
+from frozen.model.prompts import Layout, Prompt, TokenizedPrompt
+from frozen.model.vision import check_images
+
+ImageInput = Image.Image | torch.Tensor
+
+
+class PrefixModel(Protocol):
+    """What generation uses of a model: its LM and tokenizer, the image path, the embedding table."""
+
+    lm: Any  # a transformers causal LM
+    tokenizer: Any
+    model_cfg: ModelConfig  # image_size: the shape tensors are checked against
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...  # PIL -> [3, S, S]
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...  # [B, 3, S, S] -> [B, k, D]
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor: ...  # [..., T] -> [..., T, D]
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+def _image_tensor(model: PrefixModel, image: ImageInput) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        return model.preprocess(image)
+    if torch.is_tensor(image):
+        # Checked one by one: stacking images of different sizes would fail with torch's own message.
+        check_images(image.unsqueeze(0) if image.dim() == 3 else image, model.model_cfg.image_size)
+        return image if image.dim() == 3 else image.squeeze(0)
+    raise TypeError(f"images must be PIL images or [3, S, S] tensors, got {type(image).__name__}")
+
+
+def encode(model: PrefixModel, images: Sequence[ImageInput]) -> list[torch.Tensor]:
+    """All ``images`` in one vision forward pass -> one ``[k, D]`` prefix per image."""
+    if not images:
+        return []
+    return list(model.encode_images(torch.stack([_image_tensor(model, img) for img in images])))
+
+
+def embed_layout(model: PrefixModel, layout: Layout, prefixes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``layout`` -> ``[L, D]``: token runs through the embedding table, image slot i -> ``prefixes[i]``."""
+    if not layout:
+        raise ValueError("empty prompt: give some text or at least one <image>")
+    parts: list[torch.Tensor] = []
+    run: list[int] = []
+    for item in [*layout, None]:  # None flushes the last token run
+        if item is not None and item >= 0:
+            run.append(item)
+            continue
+        if run:
+            parts.append(model.embed_tokens(torch.tensor(run, device=model.device)))  # [len(run), D]
+            run = []
+        if item is not None:
+            parts.append(prefixes[-item - 1])  # [k, D]
+    return torch.cat(parts)
+
+
+def embed_tokenized(model: PrefixModel, prompts: Sequence[TokenizedPrompt]) -> list[torch.Tensor]:
+    """One ``[L_i, D]`` sequence per prompt; all the batch's images go through the encoder at once."""
+    prefixes = encode(model, [img for p in prompts for img in p.prompt.images])
+    seqs, offset = [], 0
+    for p in prompts:
+        seqs.append(embed_layout(model, p.layout(), prefixes[offset : offset + p.prompt.num_images]))
+        offset += p.prompt.num_images
+    return seqs
+
+
+def embed_prompts(
+    model: PrefixModel, images: Sequence[Sequence[ImageInput]] | None, prompts: Sequence[str]
+) -> list[torch.Tensor]:
+    """One ``[L_i, D]`` embedding sequence per prompt string: text tokens and ``[k, D]`` image prefixes in order."""
+    images = [[] for _ in prompts] if images is None else images
+    if len(images) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(images)} image lists; "
+                         "give one list (maybe empty) per prompt")
+    return embed_tokenized(model, [Prompt.parse(p, imgs).tokenize(model.tokenizer) for p, imgs in zip(prompts, images)])
+
+
+def left_pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[L_i, D]`` sequences -> ``embeds [B, L, D]`` (zeros on the left) and ``mask [B, L]``."""
+    longest = max(s.shape[0] for s in seqs)
+    embeds = seqs[0].new_zeros(len(seqs), longest, seqs[0].shape[-1])
+    mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=seqs[0].device)
+    for i, s in enumerate(seqs):
+        embeds[i, longest - s.shape[0] :] = s
+        mask[i, longest - s.shape[0] :] = 1
+    return embeds, mask
