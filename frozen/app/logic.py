@@ -109,6 +109,8 @@ def _turns_from_prompt(prompt: str, images: Sequence[Image.Image], separator: st
 
 def preset_turns(name: str, query_path: str, query_label: str = "", seed: int = 0) -> list[Turn]:
     """The turns of preset ``name`` asking about the image at ``query_path`` (binding: episode ``seed``)."""
+    if name not in PRESETS:
+        raise AppInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     tasks = eval_tasks()
     if name == "Captioning":
         return [Turn(tasks["caption"].caption_prompt, load_image(query_path), query_label)]
@@ -125,14 +127,12 @@ def preset_turns(name: str, query_path: str, query_label: str = "", seed: int = 
             text = render(task.prompt, question=q) + render(task.demo_answer, answer=answer)
             turns.append(Turn(text, load_image(train_paths[i]), f"train #{i}"))
         return turns + [Turn(render(task.prompt, question=question), load_image(query_path), query_label)]
-    if name.startswith("Fast binding"):
-        task = tasks["binding"]
-        episode = build_easyvqa_binding(split=task.split, ways=2, shots=1, num_episodes=seed + 1, seed=0,
-                                        category=task.category)[seed]
-        prompt, images = episode_prompt(episode, task_induction=name.endswith("task induction"))
-        ids = [*episode.metadata["support_image_ids"], episode.metadata["query_image_id"]]
-        return _turns_from_prompt(prompt, images, "\n", [f"test #{i}" for i in ids])
-    raise AppInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    task = tasks["binding"]  # the two "Fast binding 2-way" presets
+    episode = build_easyvqa_binding(split=task.split, ways=2, shots=1, num_episodes=seed + 1, seed=0,
+                                    category=task.category)[seed]
+    prompt, images = episode_prompt(episode, task_induction=name.endswith("task induction"))
+    ids = [*episode.metadata["support_image_ids"], episode.metadata["query_image_id"]]
+    return _turns_from_prompt(prompt, images, "\n", [f"test #{i}" for i in ids])
 
 
 def preset_settings(name: str) -> dict[str, Any]:

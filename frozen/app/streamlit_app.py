@@ -19,7 +19,8 @@ UPLOAD, NO_IMAGE = "upload a file…", "no image"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="make app ARGS=...", description="Frozen's interactive few-shot app")
+    parser = argparse.ArgumentParser(prog="make app ARGS=...", description="Frozen's interactive few-shot app",
+                                     allow_abbrev=False)
     parser.add_argument("--load", default=os.environ.get("FROZEN_APP_LOAD"),
                         help="an export, a training run directory or a hub repo id (default: the demo's model)")
     return parser.parse_known_args(argv)[0]
