@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo train train-ddp sweep shards eval-fewshot bench lint clean
+.PHONY: help install test test-all demo app train train-ddp sweep shards eval-fewshot bench lint clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-all: $(STAMP) ## run the test suite including slow tests
 
 demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table
 	$(PY) scripts/demo.py
+
+app: $(STAMP) ## the few-shot app on 127.0.0.1, port printed (ARGS="--load PATH --port N"; default: the demo's model)
+	$(PY) scripts/app.py $(ARGS)
 
 shards: $(STAMP) ## write the offline easy-VQA shards to data/easyvqa
 	$(PY) scripts/make_shards.py easyvqa --out data/easyvqa
