@@ -2,6 +2,9 @@
 
 Training input is ``[visual prefix (k embeddings)][caption tokens][EOS]``; the loss covers caption
 tokens (and EOS) only, and gradients flow *through* the frozen LM into mapper and encoder.
+
+Over ~300 lines because it is the one public class: forward, generation entry points and the
+export (save/load/push) stay together; their work is in generation.py, card.py and hub.py.
 """
 
 from __future__ import annotations

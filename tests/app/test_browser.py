@@ -17,17 +17,19 @@ import app as app_server  # scripts/app.py
 import app_screenshot  # scripts/app_screenshot.py
 
 
-def _require_browser() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The browser's path; a skip (elsewhere) or a failure (CI=true) naming what is missing."""
     missing = []
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing.append("the playwright package")
+        missing.append("the playwright Python package")
     executable = app_screenshot.chromium_path()
     if executable is None or not Path(executable).exists():
         missing.append("a Chromium binary")
     if missing:
-        message = f"no {' and no '.join(missing)}: {app_screenshot.INSTALL_HINT}"
+        message = f"missing {' and '.join(missing)}: {app_screenshot.INSTALL_HINT}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: the browser test must run; {message}")
         pytest.skip(message)
@@ -39,14 +41,13 @@ def test_launcher_without_a_model_says_what_to_do(tmp_path, capsys):
     assert "make app: --load" in capsys.readouterr().err
 
 
-def test_app_answers_in_a_real_browser(tiny_export, tmp_path):
-    executable = _require_browser()
+def test_app_answers_in_a_real_browser(chromium, tiny_export, tmp_path):
     shot = Path(os.environ.get("FROZEN_APP_SCREENSHOT") or tmp_path / "app.png")
     log = tmp_path / "streamlit.log"
     proc, url = app_server.start(str(tiny_export), log=log)
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
-        text = app_screenshot.drive(url, shot, preset="VQA 1-shot", executable=executable)
+        text = app_screenshot.drive(url, shot, preset="VQA 1-shot", executable=chromium)
     finally:
         app_server.stop(proc)
     assert proc.poll() is not None, "the server is still running"
