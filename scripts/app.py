@@ -47,7 +47,8 @@ def environment() -> dict[str, str]:
     return env
 
 
-def start(load: str, port: int | None = None, timeout: float = 120.0, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+def start(load: str, port: int | None = None, timeout: float = 120.0,
+          log: Path | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``streamlit run`` in the background; returns ``(process, url)`` once it answers its health check."""
     port = port or free_port()
     out = open(log, "w") if log else subprocess.DEVNULL

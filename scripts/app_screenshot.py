@@ -35,7 +35,9 @@ def chromium_path() -> str | None:
 
 def drive(url: str, screenshot: Path, *, preset: str = "VQA 1-shot", executable: str | None = None,
           timeout_s: float = 180.0) -> str:
-    """Open ``url``, choose ``preset``, click Generate, wait for the answer; save ``screenshot``; return the page text."""
+    """Open ``url``, choose ``preset``, click Generate, wait for the answer, save ``screenshot``.
+
+    Returns the page's text."""
     from playwright.sync_api import sync_playwright
 
     executable = executable or chromium_path()

@@ -142,6 +142,16 @@ def preset_settings(name: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ prompts
+def parse_stop(typed: str) -> str:
+    """The stop string typed in the page: ``\\n`` and ``\\t`` become newline and tab, nothing else changes."""
+    return typed.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def show_stop(stop: str) -> str:
+    """Inverse of :func:`parse_stop` for display in a one-line text field."""
+    return stop.replace("\n", "\\n").replace("\t", "\\t")
+
+
 def read_upload(name: str, data: bytes) -> Image.Image:
     """An uploaded file as an RGB image, or :class:`AppInputError` naming the file."""
     try:
@@ -163,7 +173,8 @@ def assemble(turns: Sequence[Turn], separator: str = "\n") -> tuple[str, list[Im
         split_prompt(prompt, len(images))
     except ValueError:
         raise AppInputError(f"the prompt has {prompt.count(IMAGE_MARKER)} {IMAGE_MARKER} markers but {len(images)} "
-                            f"images: remove the {IMAGE_MARKER} typed in turn {', '.join(map(str, typed))} (each turn's "
+                            f"images: remove the {IMAGE_MARKER} typed in turn {', '.join(map(str, typed))} "
+                            "(each turn's "
                             "image goes in through its image picker)") from None
     return prompt, images
 
@@ -207,9 +218,12 @@ def next_token_probs(model: Any, prompt: str, images: Sequence[Image.Image]) -> 
 
     The input is built the way generation builds it: text segments tokenised separately (no special
     tokens) and embedded, each image's ``[k, D]`` visual prefix in its slot, one sequence ``[1, L, D]``.
+    Written with public model methods only (generation.py's embedding helpers are private); the test
+    checks it against ``FrozenModel.forward``.
     """
     segments = split_prompt(prompt, len(images))
-    prefixes = model.encode_images(torch.stack([model.preprocess(im) for im in images])) if images else None  # [N, k, D]
+    # [N, k, D]: every image's visual prefix in one vision pass
+    prefixes = model.encode_images(torch.stack([model.preprocess(im) for im in images])) if images else None
     parts = []
     for j, text in enumerate(segments):
         if j:

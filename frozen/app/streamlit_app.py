@@ -45,7 +45,7 @@ def apply_preset() -> None:
     label = st.session_state.query
     st.session_state.turns = L.preset_turns(name, dict(L.gallery())[label], label, int(st.session_state.episode))
     for key, value in L.preset_settings(name).items():
-        st.session_state[key] = value if key != "stop" else value.encode("unicode_escape").decode()
+        st.session_state[key] = value if key != "stop" else L.show_stop(value)
     st.session_state.version += 1  # new widget keys: the editor's widgets take the preset's values
     st.session_state.pop("result", None)
 
@@ -71,7 +71,7 @@ def sidebar() -> dict:
     max_new = sb.number_input("Max new tokens", 1, 64, key="max_new_tokens")
     stop = sb.text_input("Stop string (\\n = newline; empty = none)", key="stop")
     blind = sb.toggle("What does the image change? (blind run + next-token probabilities)", True, key="blind")
-    return {"num_beams": int(beams), "max_new_tokens": int(max_new), "stop": stop.encode().decode("unicode_escape"),
+    return {"num_beams": int(beams), "max_new_tokens": int(max_new), "stop": L.parse_stop(stop),
             "blind": blind}
 
 

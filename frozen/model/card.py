@@ -83,7 +83,8 @@ def load_results(results: str | Path | dict | None, export_dir: Path) -> tuple[l
     """Rows of an evaluation's ``results.json``: the one given, else one in the export or its parent."""
     if isinstance(results, dict):
         return list(results.get("rows", [])), None
-    candidates = [Path(results)] if results is not None else [export_dir / RESULTS_NAME, export_dir.parent / RESULTS_NAME]
+    near = [export_dir / RESULTS_NAME, export_dir.parent / RESULTS_NAME]
+    candidates = [Path(results)] if results is not None else near
     for path in candidates:
         if path.is_file():
             try:

@@ -73,7 +73,8 @@ def test_presets_use_the_evaluation_formats():
         assert prompt.endswith("<image>Q: what is the red shape? A:")  # the first test question on image 0
         assert all(t.text.startswith("Q: ") and not t.text.endswith("A:") for t in turns[:-1])
         assert all(t.label.startswith("train #") for t in turns[:-1])
-    assert L.preset_turns("VQA 4-shot", path, label, seed=1)[0].text != L.preset_turns("VQA 4-shot", path, label)[0].text
+    reseeded = L.preset_turns("VQA 4-shot", path, label, seed=1)
+    assert reseeded[0].text != L.preset_turns("VQA 4-shot", path, label)[0].text
     plain = L.assemble(L.preset_turns("Fast binding 2-way", path, label))[0].split("\n")
     induced = L.assemble(L.preset_turns("Fast binding 2-way + task induction", path, label))[0].split("\n")
     assert induced == ["Answer with dax or blicket.", *plain]
@@ -117,3 +118,9 @@ def test_compare_top_ranks_by_either_condition():
     assert [r["id"] for r in rows] == [1, 0, 2]  # max over conditions: 0.8, 0.5, 0.4
     assert [r["token"] for r in rows] == ["' b'", "'a' #0", "'a' #2"]  # same text: ids keep labels distinct
     assert rows[0]["image"] == pytest.approx(0.1) and rows[0]["blind"] == pytest.approx(0.8)
+
+
+def test_stop_string_escapes():
+    assert L.parse_stop("\\n") == "\n" and L.parse_stop("A:\\t") == "A:\t"
+    assert L.parse_stop("\\") == "\\" and L.parse_stop("é.") == "é."  # no other escapes, no crash
+    assert L.show_stop("\n") == "\\n" and L.parse_stop(L.show_stop("x\ny")) == "x\ny"

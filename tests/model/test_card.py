@@ -148,7 +148,8 @@ def test_push_to_hub_uploads_the_export_only(tiny_model, monkeypatch, tmp_path):
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"rows": ROWS}))
-    assert tiny_model.push_to_hub("me/frozen-tiny", private=True, results=results, metadata={"steps": 5}) == "commit-info"
+    info = tiny_model.push_to_hub("me/frozen-tiny", private=True, results=results, metadata={"steps": 5})
+    assert info == "commit-info"
     assert calls["create"] == ("me/frozen-tiny", {"private": True, "exist_ok": True})
     repo_id, files, weights, card, kw = calls["upload"]
     assert repo_id == "me/frozen-tiny" and kw["commit_message"] == "Upload Frozen export"
