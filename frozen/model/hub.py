@@ -60,7 +60,7 @@ def push_to_hub(model: "FrozenModel", repo_id: str, *, private: bool | None = No
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="frozen_push_") as tmp:
-        model.save_pretrained(tmp, metadata=metadata, results=results)
+        model.save_pretrained(tmp, metadata={**(metadata or {}), "repo_id": repo_id}, results=results)
         if results is not None and not isinstance(results, dict) and Path(results).is_file():
             # The card's results table quotes this file: ship it so the numbers can be checked.
             (Path(tmp) / "results.json").write_bytes(Path(results).read_bytes())

@@ -41,6 +41,7 @@ def test_card_front_matter_and_facts_for_the_packaged_lm():
     assert "k = 2 prefix embeddings" in text and "64 × 64" in text
     assert "| training data | `easyvqa/captions-train-*.tar` |" in text and "| training steps | 300 |" in text
     assert "Results" not in text  # no evaluation given, none found
+    assert 'FrozenModel.from_pretrained("path/to/export")' in text
 
 
 def test_results_table_pivots_conditions_side_by_side():
@@ -64,6 +65,7 @@ def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_
     (run / "results.json").write_text(json.dumps({"rows": ROWS}))
     export = tiny_model.save_pretrained(run / "export")
     card = _card(export / "README.md")
+    assert f'from_pretrained("{export}")' in card.text
     assert card.data.base_model is None  # a local LM directory has no hub identity
     assert "| training steps | 123 |" in card.text and "caps/train-{000000..000003}.tar" in card.text
     assert "| batch size | 16 |" in card.text
@@ -71,6 +73,15 @@ def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_
     # explicit metadata wins over the run's config
     tiny_model.save_pretrained(run / "export", metadata={"steps": 7})
     assert "| training steps | 7 |" in (export / "README.md").read_text()
+    # the run's last checkpoint (what the training loop writes just before the export) wins over Hydra's yaml
+    (run / "checkpoints").mkdir()
+    for step in (40, 80):
+        torch.save({"step": step, "config": {"data": {"train_shards": "vqa/train-*.tar"},
+                                             "trainer": {"max_steps": 80, "batch_size": 8}, "init_from": "a/export"},
+                    "model": {"w": torch.zeros(3)}}, run / "checkpoints" / f"step_{step:08d}.pt")
+    text = (tiny_model.save_pretrained(run / "export") / "README.md").read_text()
+    assert "| training steps | 80 |" in text and "`vqa/train-*.tar`" in text and "| batch size | 8 |" in text
+    assert "| initialised from | `a/export` |" in text
 
 
 def test_save_pretrained_keeps_a_readme_written_by_a_person(tiny_model, tmp_path):
@@ -157,3 +168,4 @@ def test_push_to_hub_uploads_the_export_only(tiny_model, monkeypatch, tmp_path):
     assert not any(k.startswith("lm.") for k in weights)  # the frozen LM is never uploaded
     assert torch.equal(weights["mapper.proj.weight"], tiny_model.mapper.proj.weight.detach())
     assert "| training steps | 5 |" in card and "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |" in card
+    assert 'FrozenModel.from_pretrained("me/frozen-tiny")' in card  # the card says where to load it from
