@@ -88,7 +88,9 @@ def editor() -> tuple[list[L.Turn], list[str]]:
         turn = L.Turn(text_col.text_area(f"Turn {i + 1} text", stored.text, height=68, key=f"text_{v}_{i}"))
         if choice == UPLOAD:
             upload = img_col.file_uploader(f"Turn {i + 1} file", key=f"up_{v}_{i}", label_visibility="collapsed")
-            if upload is not None:
+            if upload is None:
+                img_col.caption("no file yet: this turn has no image")
+            else:
                 try:
                     turn.image, turn.label = L.read_upload(upload.name, upload.getvalue()), upload.name
                 except L.AppInputError as err:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+
+from PIL import Image
 
 from frozen.app import logic as L
 
@@ -34,6 +37,16 @@ def test_presets_fill_the_editor(page, tiny_export):
     at.text_area[1].input("Q: what shape? A:").run()
     at.button(key=f"del_{at.session_state.version}_0").click().run()
     assert _texts(at.code) == ["Q: what shape? A:"]
+    # a gallery image for the remaining turn, then an uploaded PNG instead
+    v = at.session_state.version
+    at.selectbox(key=f"img_{v}_0").set_value(L.gallery()[2][0]).run()
+    assert _texts(at.code) == ["<image>Q: what shape? A:"] and len(at.get("image")) == 2  # editor + prompt thumbnails
+    at.selectbox(key=f"img_{v}_0").set_value("upload a file…").run()
+    assert _texts(at.code) == ["Q: what shape? A:"]  # no file yet: no image
+    png = io.BytesIO()
+    Image.new("RGB", (20, 10), "green").save(png, format="PNG")
+    at.file_uploader[0].upload("green.png", png.getvalue(), "image/png").run()
+    assert _texts(at.code) == ["<image>Q: what shape? A:"] and not at.error
 
 
 def test_generate_gives_the_models_answer_and_the_blind_comparison(page, tiny_export, export_model):
