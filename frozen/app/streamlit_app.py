@@ -167,10 +167,10 @@ def main() -> None:
         model = load_model(path)
     except L.AppInputError as err:
         st.error(str(err))
-        st.stop()
+        return
     except Exception as err:  # a broken export or a missing LM: one line, not a traceback
         st.error(f"could not load the model: {first_line(err)}")
-        st.stop()
+        return
     cfg = model.model_cfg
     st.caption(f"`{path}` · LM `{model.lm_cfg.name}` (frozen) · {cfg.vision} at {cfg.image_size} px · k = "
                f"{cfg.num_prefix_tokens}")
@@ -186,7 +186,7 @@ def main() -> None:
         prompt, images = L.assemble(turns)
     except L.AppInputError as err:
         st.error(str(err))
-        st.stop()
+        return
     show_prompt(model, prompt, images)
     if st.button("Generate", type="primary", key="generate", disabled=bool(errors)):
         with st.spinner("Generating…"):
@@ -199,4 +199,7 @@ def main() -> None:
         show_result(model, st.session_state.result)
 
 
-main()
+# Streamlit runs this file as __main__; the guard keeps a multiprocessing child that re-imports the
+# main module (spawn) from running the page.
+if __name__ == "__main__":
+    main()

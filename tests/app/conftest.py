@@ -30,10 +30,16 @@ def export_model(tiny_export):
 @pytest.fixture
 def page(monkeypatch):
     """``page(load)``: the app run once under AppTest with ``--load load`` (via FROZEN_APP_LOAD)."""
+    import sys
+
     from streamlit.testing.v1 import AppTest
 
     def run(load) -> "AppTest":
         monkeypatch.setenv("FROZEN_APP_LOAD", str(load))
         return AppTest.from_file(str(APP_FILE), default_timeout=120).run()
 
-    return run
+    # Streamlit installs the page as sys.modules["__main__"] and leaves it there; a later test that
+    # spawns processes (torch.multiprocessing) would make each child re-run the page as its main module.
+    main = sys.modules["__main__"]
+    yield run
+    sys.modules["__main__"] = main
