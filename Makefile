@@ -13,7 +13,7 @@ TINY_LM ?= outputs/tiny_lm
 SHARDS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean
+.PHONY: help install test test-all demo app train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test-all: $(STAMP) ## run the test suite including slow tests
 
 demo: $(STAMP) ## the main job, offline: shards, train frozen + frozen_vqa, evaluate, results table (SEEDS=3: mean ± std over training seeds)
 	$(PY) scripts/demo.py --seeds $${SEEDS:-1} $(ARGS)
+
+app: $(STAMP) ## the few-shot app on 127.0.0.1, port printed (ARGS="--load PATH --port N"; default: the demo's model)
+	$(PY) scripts/app.py $(ARGS)
 
 shards: $(STAMP) ## (re)write the offline easy-VQA shards in data/easyvqa (~30 s; replaces only its own shards)
 	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa --overwrite $(SHARDS_ARGS)

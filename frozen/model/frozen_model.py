@@ -2,6 +2,9 @@
 
 Training input is ``[visual prefix (k embeddings)][caption tokens][EOS]``; the loss covers caption
 tokens (and EOS) only, and gradients flow *through* the frozen LM into mapper and encoder.
+
+Over ~300 lines because it is the one public class: forward, generation entry points and the
+export (save/load/push) stay together; their work is in generation.py, card.py and hub.py.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 from frozen.model import generation
 from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
-from frozen.model.lm import embedding_dim, load_lm
+from frozen.model.lm import PACKAGED_GGUF, embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
 from frozen.model.prompts import Prompt
 from frozen.model.vision import build_vision, check_images, image_transform
@@ -194,14 +197,21 @@ class FrozenModel(nn.Module):
                                           options, **kwargs)
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only.
+    def save_pretrained(self, path: str | Path, *, metadata: dict[str, Any] | None = None,
+                        results: str | Path | dict | None = None) -> Path:
+        """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only,
+        and the model card ``README.md`` (see :mod:`frozen.model.card`).
 
         The frozen LM is named (hub id or path) in the config, not copied; no pickle is written.
-        ``metadata`` adds top-level JSON keys about how the model was trained (training writes
-        ``{"trained_blind": bool}``; evaluation reads it).
+        ``metadata``: facts about how the model was trained, stored as top-level keys of
+        ``frozen_config.json`` and shown on the card (training writes ``{"trained_blind": bool}``,
+        which evaluation reads; ``training_data``, ``steps``, ``lm_revision``, ``license``, ...).
+        ``results`` is an evaluation's ``results.json`` (path or dict) whose rows the card shows
+        (default: a ``results.json`` in the export or next to it).
         """
         from safetensors.torch import save_file
+
+        from frozen.model.card import write_model_card
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -215,7 +225,20 @@ class FrozenModel(nn.Module):
         }
         save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
         (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        write_model_card(path, config, metadata=metadata, results=results)
         return path
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload Frozen export", metadata: dict[str, Any] | None = None,
+                    results: str | Path | dict | None = None) -> Any:
+        """Upload this model's export (weights, config, model card; never the LM) to hub repo ``repo_id``.
+
+        One call: the repo is created when missing. ``FrozenModel.from_pretrained(repo_id)`` loads it back.
+        """
+        from frozen.model.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message,
+                           metadata=metadata, results=results)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but a frozen LM: vision + mapper parameters and buffers (BatchNorm statistics).
@@ -231,13 +254,17 @@ class FrozenModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> "FrozenModel":
-        """A Frozen export (or a training run directory holding ``export/``) restores a trained model;
-        an LM id or directory gives a new one.
+        """A Frozen export (a folder, a training run directory holding ``export/``, or a hub repo id of
+        an export) restores a trained model; an LM id or directory gives a new one.
 
         ``overrides`` set ModelConfig fields (``vision``, ``num_prefix_tokens``, ``image_size``, ...) or
         LMConfig fields with an ``lm_`` prefix (``lm_dtype="bfloat16"``).
         """
         path = find_export(name_or_path)
+        if path is None and not isinstance(name_or_path, Path) and str(name_or_path) not in PACKAGED_GGUF:
+            from frozen.model.hub import download_export
+
+            path = download_export(str(name_or_path))
         if path is not None:
             saved = json.loads((path / CONFIG_NAME).read_text())
             if saved.get("format") != "frozen":

@@ -92,7 +92,7 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     images, ids, mask = _batch(model)
     before = model(images, ids, mask).logits
     out_dir = model.save_pretrained(tmp_path / "export")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["frozen_config.json", "model.safetensors"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["README.md", "frozen_config.json", "model.safetensors"]  # README.md: the model card
     from safetensors import safe_open
 
     with safe_open(str(out_dir / "model.safetensors"), "pt") as f:

@@ -1,0 +1,60 @@
+"""The app in a real browser: `streamlit run` on 127.0.0.1 with a tiny export, driven by headless Chromium.
+
+Needs Debian's `chromium` (or FROZEN_CHROMIUM) and the `playwright` package (the dev extra). Without
+them the test is skipped with the install command, except under CI=true, where it fails. The
+screenshot goes to FROZEN_APP_SCREENSHOT when set (e.g. docs/app.png), else to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import app as app_server  # scripts/app.py
+import app_screenshot  # scripts/app_screenshot.py
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The browser's path; a skip (elsewhere) or a failure (CI=true) naming what is missing."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package")
+    executable = app_screenshot.chromium_path()
+    if executable is None or not Path(executable).exists():
+        missing.append("a Chromium binary")
+    if missing:
+        message = f"missing {' and '.join(missing)}: {app_screenshot.INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: the browser test must run; {message}")
+        pytest.skip(message)
+    return executable
+
+
+def test_launcher_without_a_model_says_what_to_do(tmp_path, capsys):
+    assert app_server.main(["--load", str(tmp_path / "missing")]) == 2
+    assert "make app: --load" in capsys.readouterr().err
+
+
+def test_app_answers_in_a_real_browser(chromium, tiny_export, tmp_path):
+    shot = Path(os.environ.get("FROZEN_APP_SCREENSHOT") or tmp_path / "app.png")
+    log = tmp_path / "streamlit.log"
+    proc, url = app_server.start(str(tiny_export), log=log)
+    try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        text = app_screenshot.drive(url, shot, preset="VQA 1-shot", executable=chromium)
+    finally:
+        app_server.stop(proc)
+    assert proc.poll() is not None, "the server is still running"
+    assert "The prompt as the model sees it" in text and "With the images" in text
+    assert "Blind: the same prompt, images removed" in text
+    assert re.search(r"Answer: '.*'", text), text[-2000:]
+    assert "Q: what color is the shape? A: yellow" in text  # the 1-shot preset's demonstration
+    assert "Next-token probabilities at the first answer step" in text
+    assert "Traceback" not in text and "Error" not in text
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
