@@ -30,7 +30,7 @@ from typing import Any, Sequence, Union
 from PIL import Image
 
 from frozen.errors import DataError
-from frozen.model.prompts import IMAGE_MARKER
+from frozen.model.prompts import IMAGE_MARKER, Prompt
 
 ImageRef = Union[str, os.PathLike, Image.Image]
 """An image path (loaded lazily) or an already loaded PIL image."""
@@ -95,15 +95,16 @@ def task_induction_text(names: Sequence[str]) -> str:
     return f"Answer with {', '.join(names[:-1])} or {names[-1]}."
 
 
-def episode_prompt(
+def episode_parts(
     episode: Episode, *, task_induction: bool, with_images: bool = True, query_image: bool = True
-) -> tuple[str, list[Image.Image]]:
-    """The interleaved prompt of ``episode`` and its images (one per ``<image>`` marker, in order).
+) -> tuple[Prompt, Prompt]:
+    """``(support, query)`` prompts of ``episode``: everything its queries share, and the query line.
 
-    Lines are joined with ``"\\n"``; each support line is ``"<image>{caption}"`` and the last line
-    is ``"<image>{episode.query_text}"``, which ends where the model continues (no trailing space).
-    ``with_images=False`` drops the support markers and images (demonstrations as text only);
-    ``query_image=False`` drops the query's marker and image. Both together give a text-only prompt.
+    Lines are joined with ``"\\n"``; each support line is ``"<image>{caption}"`` and the query is
+    ``"<image>{episode.query_text}"``, which ends where the model continues (no trailing space); the
+    newline before the query ends the support. ``with_images=False`` drops the support markers and
+    images (demonstrations as text only); ``query_image=False`` drops the query's marker and image.
+    Both together give a text-only prompt.
     """
     if task_induction and not episode.task_induction:
         raise ValueError(f"episode {episode.episode_id} of task {episode.task!r} has no task-induction text")
@@ -118,12 +119,20 @@ def episode_prompt(
             lines.append(IMAGE_MARKER + caption)
         else:
             lines.append(caption)
+    support = Prompt.parse("".join(line + "\n" for line in lines), images)
     if not query_image:
-        lines.append(episode.query_text)
-    else:
-        images.append(load_image(episode.query_image))
-        lines.append(IMAGE_MARKER + episode.query_text)
-    return "\n".join(lines), images
+        return support, Prompt.parse(episode.query_text)
+    return support, Prompt.parse(IMAGE_MARKER + episode.query_text, [load_image(episode.query_image)])
+
+
+def episode_prompt(
+    episode: Episode, *, task_induction: bool, with_images: bool = True, query_image: bool = True
+) -> tuple[str, list[Image.Image]]:
+    """The interleaved prompt of ``episode`` as text with ``<image>`` markers and its images (one per
+    marker, in order): :func:`episode_parts` joined."""
+    prompt = Prompt.concat(*episode_parts(episode, task_induction=task_induction, with_images=with_images,
+                                          query_image=query_image))
+    return prompt.text, list(prompt.images)
 
 
 # --------------------------------------------------------------------------------------------------

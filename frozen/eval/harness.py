@@ -70,11 +70,10 @@ class Harness:
             batch.clear()
 
         def shared(group: list[T.Query]) -> None:
-            first = group[0]
-            c, n = first.support_chars, first.support_images
+            support = group[0].parts[0]
             with self.autocast:
                 texts = self.model.generate_shared(
-                    first.images[:n], first.prompt[:c], [q.images[n:] for q in group], [q.prompt[c:] for q in group],
+                    None, support, None, [q.parts[1] for q in group],
                     max_new_tokens=task.max_new_tokens, stop_strings=stops, batch_size=self.cfg.batch_size,
                     min_new_tokens=task.min_new_tokens)
             for q, text in zip(group, texts):
@@ -82,7 +81,7 @@ class Harness:
 
         for key, run in itertools.groupby(queries, key=lambda q: q.group):
             run = list(run)
-            if key is not None and len(run) > 1:
+            if key is not None and len(run) > 1 and all(q.parts for q in run):
                 shared(run)
                 continue
             for query in run:

