@@ -60,7 +60,9 @@ def is_text_only(condition: str) -> bool:
 def setting(row: dict) -> str:
     """A row's settings in words: "0-shot", "2-way 1 inner shot +induction"."""
     if "ways" in row:
-        text = f"{row['ways']}-way {row['inner_shots']} inner shot" + (f" {row['repeats']} repeats" if row["repeats"] else "")
+        text = f"{row['ways']}-way {row['inner_shots']} inner shot" + (
+            f" {row['repeats']} repeats" if row["repeats"] else ""
+        )
         return text + (" +induction" if row["task_induction"] else "")
     return f"{row['shots']}-shot"
 
@@ -98,9 +100,10 @@ def summary_table(rows: list[dict], num_seeds: int):
     from frozen.eval.stats import is_proportion, two_proportion_p
 
     spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
-    table = Table(title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch",
-                  caption=f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance "
-                          "(p < 0.05)")
+    table = Table(
+        title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch",
+        caption=f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)",
+    )
     for col in ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance"):
         table.add_column(col, justify="left" if col in ("task", "metric", "setting") else "right")
     keyed: dict[tuple, dict[str, dict]] = {}
@@ -126,8 +129,14 @@ def summary_table(rows: list[dict], num_seeds: int):
     for (task, metric, where), by in keyed.items():
         level = chance(next(iter(by.values())))
         base = by.get(TEXT_ONLY)
-        table.add_row(escape(task), escape(metric), where, *(cell(by.get(m), base, level) for m in MODELS),
-                      cell(base, base, level), "-" if level is None else f"{level:.3f}")
+        table.add_row(
+            escape(task),
+            escape(metric),
+            where,
+            *(cell(by.get(m), base, level) for m in MODELS),
+            cell(base, base, level),
+            "-" if level is None else f"{level:.3f}",
+        )
     return table
 
 
@@ -167,9 +176,15 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     for model in MODELS:
         frozen = FrozenModel.from_pretrained(out / model / "export").eval()
         with torch.no_grad():
-            captions = frozen.generate([[ex.image] for ex in picks], ["<image>"] * len(picks), max_new_tokens=8, stop_strings=["\n"])
-            replies = frozen.generate([[ex.image] for ex in picks], [f"<image>Q: {ex.meta['question']} A:" for ex in picks],
-                                      max_new_tokens=4, stop_strings=["\n"])
+            captions = frozen.generate(
+                [[ex.image] for ex in picks], ["<image>"] * len(picks), max_new_tokens=8, stop_strings=["\n"]
+            )
+            replies = frozen.generate(
+                [[ex.image] for ex in picks],
+                [f"<image>Q: {ex.meta['question']} A:" for ex in picks],
+                max_new_tokens=4,
+                stop_strings=["\n"],
+            )
         answers[model] = list(zip(captions, replies))
     cell_w, img_px, text_h, cols = 300, 128, 140, 4
     rows = (len(picks) + cols - 1) // cols
@@ -177,7 +192,9 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default(size=13)
     for i, ex in enumerate(picks):
-        image = Image.fromarray((ex.image.permute(1, 2, 0) * 255).byte().numpy()).resize((img_px, img_px), Image.NEAREST)
+        image = Image.fromarray((ex.image.permute(1, 2, 0) * 255).byte().numpy()).resize(
+            (img_px, img_px), Image.NEAREST
+        )
         x, y = (i % cols) * cell_w, (i // cols) * (img_px + text_h)
         grid.paste(image, (x + (cell_w - img_px) // 2, y))
         lines = [f"Q: {ex.meta['question']}", f"truth: {ex.meta['answers'][0]}"]
@@ -191,7 +208,9 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     return path
 
 
-def train_and_evaluate(out: Path, data_root: Path, seed: int, args, extra: list[str], timings: dict[str, float]) -> list[dict]:
+def train_and_evaluate(
+    out: Path, data_root: Path, seed: int, args, extra: list[str], timings: dict[str, float]
+) -> list[dict]:
     """Train both models with training seed ``seed`` into ``out``, evaluate them, return the merged rows."""
     py = sys.executable
     tag = f" (seed {seed})" if args.seeds > 1 else ""
@@ -204,12 +223,20 @@ def train_and_evaluate(out: Path, data_root: Path, seed: int, args, extra: list[
         run([py, "train.py", *overrides], f"train {model}{tag}", timings)
     for i, model in enumerate(MODELS):
         # seed=0: the evaluation's own seed (demonstrations, episodes) is the same for every training seed
-        overrides = [f"load_path={out / model}", "eval=demo", f"run_dir={out / 'eval' / model}", f"data_root={data_root}",
-                     "batch_size=32", "seed=0"]
+        overrides = [
+            f"load_path={out / model}",
+            "eval=demo",
+            f"run_dir={out / 'eval' / model}",
+            f"data_root={data_root}",
+            "batch_size=32",
+            "seed=0",
+        ]
         if args.max_examples:
             overrides.append(f"max_examples={args.max_examples}")
         if i > 0:  # text-only rows do not depend on the model: computed once, with the first
-            overrides += [f"eval.tasks.{t}.conditions=[image]" for t in ("easyvqa_caption", "easyvqa_vqa", "easyvqa_binding")]
+            overrides += [
+                f"eval.tasks.{t}.conditions=[image]" for t in ("easyvqa_caption", "easyvqa_vqa", "easyvqa_binding")
+            ]
         run([py, "evaluate.py", *overrides], f"evaluate {model}{tag}", timings)
     return merged_rows(out)
 
@@ -234,7 +261,11 @@ def main() -> None:
     timings: dict[str, float] = {}
     out, data_root = REPO / args.out, REPO / args.data_root
     if not (data_root / "easyvqa" / "sizes.json").is_file():
-        run([sys.executable, "scripts/make_shards.py", "easyvqa", "--out", str(data_root / "easyvqa")], "shards", timings)
+        run(
+            [sys.executable, "scripts/make_shards.py", "easyvqa", "--out", str(data_root / "easyvqa")],
+            "shards",
+            timings,
+        )
     else:
         console.print(f"[dim]reusing shards in {data_root / 'easyvqa'}[/dim]")
     per_seed = [train_and_evaluate(seed_dir(out, s), data_root, s, args, extra, timings) for s in range(args.seeds)]
@@ -245,9 +276,15 @@ def main() -> None:
     timings["samples.png"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     steal = steal_fraction(cpu_start, cpu_times())
-    results = {"rows": rows, "per_seed_rows": {str(s): r for s, r in enumerate(per_seed)}, "seeds": list(range(args.seeds)),
-               "timings_s": timings, "models": {m: str(out / m / "export") for m in MODELS},
-               "machine": machine(), "cpu_steal": steal}
+    results = {
+        "rows": rows,
+        "per_seed_rows": {str(s): r for s, r in enumerate(per_seed)},
+        "seeds": list(range(args.seeds)),
+        "timings_s": timings,
+        "models": {m: str(out / m / "export") for m in MODELS},
+        "machine": machine(),
+        "cpu_steal": steal,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(summary_table(rows, args.seeds))
     console.print(f"wrote {out / 'results.json'} and {grid}")
@@ -255,8 +292,10 @@ def main() -> None:
     console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
     if steal is not None:  # a shared VM: other guests' load shows up as steal, not as our CPU time
-        console.print(f"CPU steal during the run: {steal:.0%} of CPU time went to other guests of this host"
-                      + (" (the timings above are inflated by it)" if steal > 0.05 else ""))
+        console.print(
+            f"CPU steal during the run: {steal:.0%} of CPU time went to other guests of this host"
+            + (" (the timings above are inflated by it)" if steal > 0.05 else "")
+        )
 
 
 if __name__ == "__main__":

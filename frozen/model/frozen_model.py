@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from frozen.model import generation
 from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
+from frozen.model import generation
 from frozen.model.lm import PACKAGED_GGUF, embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
 from frozen.model.prompts import Prompt
@@ -145,7 +145,9 @@ class FrozenModel(nn.Module):
         global target count so that data-parallel and accumulated steps average correctly).
         """
         if input_ids.dim() != 2 or input_ids.shape[0] != images.shape[0]:
-            raise ValueError(f"input_ids must be [B, T] with B = {images.shape[0]} images, got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be [B, T] with B = {images.shape[0]} images, got {tuple(input_ids.shape)}"
+            )
         input_ids = input_ids.to(self.device)
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
         if labels is None:
@@ -156,7 +158,9 @@ class FrozenModel(nn.Module):
         full_mask = torch.cat([attention_mask.new_ones(b, k), attention_mask], dim=1)  # [B, k+T]
         full_labels = torch.cat([labels.new_full((b, k), -100), labels.to(self.device)], dim=1)  # [B, k+T]
         extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
-        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=full_mask, labels=full_labels, use_cache=False, **extra)
+        out = self.lm(
+            inputs_embeds=inputs_embeds, attention_mask=full_mask, labels=full_labels, use_cache=False, **extra
+        )
         return FrozenOutput(loss=out.loss, logits=out.logits)
 
     # ------------------------------------------------------------------ generation
@@ -193,12 +197,14 @@ class FrozenModel(nn.Module):
         continues a copy of that KV cache (one support set, many questions: fast concept binding).
         Arguments: :func:`frozen.model.generation.generate_shared`.
         """
-        return generation.generate_shared(self, support_images, support_prompt, query_images, query_prompts,
-                                          options, **kwargs)
+        return generation.generate_shared(
+            self, support_images, support_prompt, query_images, query_prompts, options, **kwargs
+        )
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, path: str | Path, *, metadata: dict[str, Any] | None = None,
-                        results: str | Path | dict | None = None) -> Path:
+    def save_pretrained(
+        self, path: str | Path, *, metadata: dict[str, Any] | None = None, results: str | Path | dict | None = None
+    ) -> Path:
         """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only,
         and the model card ``README.md`` (see :mod:`frozen.model.card`).
 
@@ -228,17 +234,31 @@ class FrozenModel(nn.Module):
         write_model_card(path, config, metadata=metadata, results=results)
         return path
 
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
-                    commit_message: str = "Upload Frozen export", metadata: dict[str, Any] | None = None,
-                    results: str | Path | dict | None = None) -> Any:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload Frozen export",
+        metadata: dict[str, Any] | None = None,
+        results: str | Path | dict | None = None,
+    ) -> Any:
         """Upload this model's export (weights, config, model card; never the LM) to hub repo ``repo_id``.
 
         One call: the repo is created when missing. ``FrozenModel.from_pretrained(repo_id)`` loads it back.
         """
         from frozen.model.hub import push_to_hub
 
-        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message,
-                           metadata=metadata, results=results)
+        return push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            metadata=metadata,
+            results=results,
+        )
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but a frozen LM: vision + mapper parameters and buffers (BatchNorm statistics).
@@ -289,7 +309,8 @@ class FrozenModel(nn.Module):
         really_missing = {n for n in missing if not (self.lm_is_frozen and n.startswith("lm."))}
         if unexpected or really_missing:
             raise FrozenConfigError(
-                f"{weights} does not match this model: missing {sorted(really_missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
+                f"{weights} does not match this model: missing {sorted(really_missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}; "
                 "was it saved with another vision/mapper/k setting?"
             )
 
@@ -311,10 +332,14 @@ def resolve_export(load_path: str | None) -> Path:
     export = find_export(load_path)
     if export is not None:
         return export
-    raise FrozenConfigError(f"{load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/")
+    raise FrozenConfigError(
+        f"{load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/"
+    )
 
 
-def _apply_overrides(model_cfg: ModelConfig, lm_cfg: LMConfig, overrides: dict[str, Any]) -> tuple[ModelConfig, LMConfig]:
+def _apply_overrides(
+    model_cfg: ModelConfig, lm_cfg: LMConfig, overrides: dict[str, Any]
+) -> tuple[ModelConfig, LMConfig]:
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     lm_fields = {f.name for f in dataclasses.fields(LMConfig)}
     model_kw, lm_kw = {}, {}

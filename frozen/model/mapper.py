@@ -13,7 +13,9 @@ class PrefixMapper(nn.Module):
     C and D are passed in by the caller, read off the backbone and the LM, never duplicated in config.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, *, num_tokens: int, kind: str = "linear", hidden_dim: int | None = None):
+    def __init__(
+        self, in_dim: int, out_dim: int, *, num_tokens: int, kind: str = "linear", hidden_dim: int | None = None
+    ):
         super().__init__()
         self.num_tokens, self.out_dim = num_tokens, out_dim
         if kind == "linear":

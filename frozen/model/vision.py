@@ -131,9 +131,15 @@ def image_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
 
 def check_images(images: torch.Tensor, image_size: int) -> None:
     """Raise a one-line error unless ``images`` is float ``[B, 3, S, S]`` with S == image_size."""
-    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (
-        image_size,
-        image_size,
+    if (
+        not torch.is_tensor(images)
+        or images.dim() != 4
+        or images.shape[1] != 3
+        or tuple(images.shape[2:])
+        != (
+            image_size,
+            image_size,
+        )
     ):
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise ValueError(
@@ -144,4 +150,12 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
 
 
-__all__ = ["Backbone", "BACKBONES", "build_vision", "vision_problem", "image_transform", "pad_to_square", "check_images"]
+__all__ = [
+    "Backbone",
+    "BACKBONES",
+    "build_vision",
+    "vision_problem",
+    "image_transform",
+    "pad_to_square",
+    "check_images",
+]

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-
 from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
 from frozen.errors import DataError
 

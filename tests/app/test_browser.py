@@ -11,10 +11,9 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
 import app as app_server  # scripts/app.py
 import app_screenshot  # scripts/app_screenshot.py
+import pytest
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from PIL import Image
 
 from frozen.errors import DataError
 from frozen.eval.deepmind import load_deepmind_task
-from frozen.eval.tasks import Query, black_out
 from frozen.eval.episodes import (
     Episode,
     build_easyvqa_binding,
@@ -23,6 +22,7 @@ from frozen.eval.episodes import (
     episode_prompt,
     task_induction_text,
 )
+from frozen.eval.tasks import Query, black_out
 from frozen.model.prompts import IMAGE_MARKER
 
 

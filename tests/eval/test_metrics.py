@@ -14,11 +14,11 @@ from frozen.eval.metrics import (
     caption_scores,
     exact_match,
     mean_std,
-    strict_match,
     normalize_answer,
     process_digit_article,
     process_punctuation,
     ptb_tokenize,
+    strict_match,
     vqa_accuracy,
 )
 

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.config import (BindingTaskConfig, CaptionTaskConfig, DataConfig, EvalSuiteConfig, EvaluateConfig,
-                           VqaTaskConfig)
+from frozen.config import (
+    BindingTaskConfig,
+    CaptionTaskConfig,
+    DataConfig,
+    EvalSuiteConfig,
+    EvaluateConfig,
+    VqaTaskConfig,
+)
 from frozen.errors import DataError, FrozenConfigError
 from frozen.eval import tasks as T
 from frozen.eval.metrics import caption_scores

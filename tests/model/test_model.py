@@ -80,7 +80,9 @@ def test_lm_is_frozen_and_untouched_by_training(tiny_model):
         opt.step()
     for n, p in model.lm.named_parameters():
         assert torch.equal(p, lm_before[n]), f"LM parameter {n} changed"
-    changed = [n for n, p in model.named_parameters() if not n.startswith("lm.") and not torch.equal(p, other_before[n])]
+    changed = [
+        n for n, p in model.named_parameters() if not n.startswith("lm.") and not torch.equal(p, other_before[n])
+    ]
     assert any(n.startswith("vision.") for n in changed) and any(n.startswith("mapper.") for n in changed)
 
 
@@ -92,7 +94,11 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     images, ids, mask = _batch(model)
     before = model(images, ids, mask).logits
     out_dir = model.save_pretrained(tmp_path / "export")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["README.md", "frozen_config.json", "model.safetensors"]  # README.md: the model card
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "README.md",
+        "frozen_config.json",
+        "model.safetensors",
+    ]  # README.md: the model card
     from safetensors import safe_open
 
     with safe_open(str(out_dir / "model.safetensors"), "pt") as f:
