@@ -1,9 +1,10 @@
 """Measurement helpers for ``scripts/bench.py``: workloads, train-step variants, peak memory, FLOPs.
 
-The *plain* train step is what a straightforward implementation does: the LM's parameters keep
-``requires_grad=True`` but are left out of the optimizer, so every backward pass computes and stores
-their weight gradients. The project's step freezes them (``requires_grad=False``), so backward only
-propagates activation gradients through the LM, down to the visual prefix.
+The step timed is the training loop's own (``frozen.train.step.train_step``). The *plain* variant
+is what a straightforward implementation does: the LM's parameters keep ``requires_grad=True`` but
+are left out of the optimizer, so every backward pass computes and stores their weight gradients.
+The project's step freezes them (``requires_grad=False``), so backward only propagates activation
+gradients through the LM, down to the visual prefix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import resource
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -92,23 +92,6 @@ def vqa_inputs(num_prompts: int = 16) -> tuple[list[list[Image.Image]], list[str
 
 
 # ---------------------------------------------------------------------------------------- train step
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-               batch: dict[str, Any], autocast: AbstractContextManager | None = None, grad_clip: float = 1.0) -> torch.Tensor:
-    """One optimizer step as ``frozen.train.loop`` takes it (one micro-batch, one process): loss, backward,
-    global-norm clipping, AdamW step, ``zero_grad(set_to_none=True)`` on the optimizer's parameters."""
-    device = model.device
-    num_targets = int((batch["labels"] != -100).sum())
-    with autocast or nullcontext():
-        out = model(batch["images"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                    labels=batch["labels"].to(device), num_items_in_batch=max(num_targets, 1))
-    out.loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return out.loss.detach()
-
-
 def set_lm_weight_grads(model: Any, enabled: bool) -> None:
     """``enabled``: the plain variant (LM weight gradients computed and kept, though never used).
 
@@ -204,14 +187,6 @@ def steal_fraction(before: list[int] | None, after: list[int] | None) -> float |
     return delta[7] / total if total > 0 else None
 
 
-def native_bf16(device: torch.device) -> bool:
-    """bf16 matmuls in hardware: a bf16-capable GPU, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # ---------------------------------------------------------------------------------------- memory
 def _status_kib(field: str) -> int | None:
     try:
@@ -289,6 +264,3 @@ def peak_tflops(device: torch.device, override: float | None = None) -> float | 
     name = torch.cuda.get_device_name(device)
     return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
 
-
-def autocast_for(device: torch.device, bf16: bool) -> AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

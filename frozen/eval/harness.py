@@ -21,6 +21,7 @@ from frozen.config import DataConfig
 from frozen.eval import tasks as T
 from frozen.eval.metrics import caption_scores, exact_match, mean_std, vqa_accuracy
 from frozen.model.frozen_model import FrozenModel
+from frozen.model.loss import summed_token_loss
 
 
 def postprocess(text: str, max_words: int | None) -> str:
@@ -171,13 +172,8 @@ class Harness:
         self.model.eval()
         for start in range(0, len(items), self.cfg.batch_size):
             chunk = items[start : start + self.cfg.batch_size]
-            batch = collate(chunk)
-            labels = batch["labels"]
-            n = int((labels != -100).sum())
-            with self.autocast:
-                out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels,
-                                 num_items_in_batch=max(n, 1))
-            totals += torch.tensor([out.loss.float().item() * n, n], dtype=torch.float64)
+            summed, n = summed_token_loss(self.model, collate(chunk), self.autocast)
+            totals += torch.tensor([summed, n], dtype=torch.float64)
         totals = dist.all_reduce_sum(totals.to(self.info.device)).cpu()
         return math.exp(min(50.0, (totals[0] / totals[1].clamp(min=1)).item()))
 

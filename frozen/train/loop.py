@@ -14,7 +14,6 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,13 @@ from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
 from frozen.train.logging import RunLogger, console
+from frozen.train.step import autocast_context, resolve_precision, train_step
 from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
+from frozen.model.loss import summed_token_loss
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where the hardware has native bf16 (recent GPUs, AVX512-BF16/AMX CPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
 
 
 def lr_at(step: int, cfg) -> float:
@@ -68,8 +59,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.set_num_threads(t.threads)
     micro_bs, accum = accumulation_steps(cfg, info.world_size)
     precision = resolve_precision(t.precision, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    autocast = autocast_context(precision, device)
     run_dir = Path(cfg.run_dir)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -156,40 +146,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             micro_batches = [next(batches) for _ in range(accum)]
             for b in micro_batches:
                 skip_counter.update(b)
-            # Normalise by the global number of target tokens so that the update is independent of
-            # how the batch is split over processes and micro-steps.
-            num_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-            global_targets = int(dist.all_reduce_sum(torch.tensor([num_targets], device=device)).item())
-            loss_sum = torch.zeros((), device=device)
-            for i, batch in enumerate(micro_batches):
-                images = batch["images"].to(device, non_blocking=True)
-                if t.blind:
-                    images = torch.zeros_like(images)  # train-blind ablation: no visual information
-                sync = i == accum - 1 or not info.enabled
-                with (nullcontext() if sync else ddp_model.no_sync()), autocast:
-                    out = ddp_model(
-                        images,
-                        batch["input_ids"].to(device),
-                        batch["attention_mask"].to(device),
-                        labels=batch["labels"].to(device),
-                        num_items_in_batch=max(global_targets, 1),
-                    )
-                # out.loss = (this micro-batch's summed CE) / global_targets; DDP averages gradients
-                # over ranks, so scale by world size to get the gradient of the global mean.
-                scaler.scale(out.loss * info.world_size).backward()
-                loss_sum += out.loss.detach().float()
-
-            grad_norm = torch.zeros((), device=device)
-            if t.grad_clip > 0 or precision == "fp16":
-                scaler.unscale_(optimizer)
-            if t.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            global_loss = dist.all_reduce_sum(loss_sum.clone())  # sum of per-rank shares = global mean
-            finite = bool(torch.isfinite(global_loss)) and bool(torch.isfinite(grad_norm))
-            if finite or precision == "fp16":  # fp16: the scaler skips inf steps and lowers its scale
-                scaler.step(optimizer)
-                scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            result = train_step(ddp_model, optimizer, params, micro_batches, device=device, autocast=autocast,
+                                scaler=scaler, grad_clip=t.grad_clip, world_size=info.world_size, blind=t.blind)
+            global_loss, grad_norm, finite = result.loss, result.grad_norm, result.finite
             if not finite:
                 consecutive_nonfinite += 1
                 nonfinite_total += 1
@@ -256,11 +215,8 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
     for i, batch in enumerate(loader):
         if i >= t.val_batches:
             break
-        labels = batch["labels"].to(info.device)
-        n = int((labels != -100).sum())
-        with autocast:
-            out = model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels, num_items_in_batch=max(n, 1))
-        loss_sum += torch.tensor([out.loss.float().item() * n, n], device=info.device)
+        summed, n = summed_token_loss(model, {**batch, "labels": batch["labels"].to(info.device)}, autocast)
+        loss_sum += torch.tensor([summed, n], device=info.device)
         if len(samples) < t.num_sample_captions:
             samples += list(zip(batch["images"], batch["texts"]))[: t.num_sample_captions - len(samples)]
     dist.all_reduce_sum(loss_sum)
