@@ -11,44 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.config import LMConfig, LoggerConfig, ModelConfig, TrainConfig, TrainerConfig
-from frozen.config import DataConfig
+from frozen.config import LoggerConfig, TrainConfig, TrainerConfig
 from frozen.errors import FrozenConfigError
+from trainkit import losses, make_cfg, trained_weights
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_cfg(run_dir, data_root, lm_dir, **trainer) -> TrainConfig:
-    t = dict(max_steps=6, batch_size=8, lr=1e-2, precision="fp32", device="cpu", log_every=1, val_every=0,
-             ckpt_every=0, keep_last=10, num_sample_captions=2, val_batches=2)
-    t.update(trainer)
-    return TrainConfig(
-        model=ModelConfig(vision="tiny_cnn", image_size=32, num_prefix_tokens=2),
-        lm=LMConfig(name=str(lm_dir)),
-        data=DataConfig(train_shards="caps/train-*.tar", val_shards="caps/val-*.tar", data_root=str(data_root),
-                        num_workers=0, shuffle_buffer=0, max_length=16),
-        trainer=TrainerConfig(**t),
-        logger=LoggerConfig(backend="none"),
-        data_root=str(data_root),
-        run_dir=str(run_dir),
-        seed=0,
-    )
-
-
-def losses(run_dir) -> dict[int, float]:
-    """step -> loss from metrics.jsonl; a re-run step keeps its last value."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
-
-
-def trained_weights(run_dir) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(run_dir) / "export" / "model.safetensors"))
 
 
 def test_short_run_lowers_loss_checkpoints_and_exports(tmp_path, caption_data, tiny_gpt2):
