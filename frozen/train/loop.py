@@ -26,6 +26,7 @@ from frozen.train import dist
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
+from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
 from frozen.train.logging import RunLogger, console
 from frozen.train.step import autocast_context, resolve_precision, train_step
 from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
@@ -50,6 +51,7 @@ def lr_at(step: int, cfg) -> float:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, checkpoint and export one run; returns final metrics. Re-entrant (Hydra multirun)."""
     validate_train_config(cfg)
+    check_strategy(cfg)
     cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or "outputs/run")
     t = cfg.trainer
     # ------------------------------------------------------------------ setup
@@ -98,6 +100,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
     if t.compile:
         model.vision.compile()  # in place: state_dict keys stay unchanged
+    fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
+    if fsdp:
+        shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload)  # LM sharded; the rest stays DDP
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
 
     # ------------------------------------------------------------------ data
@@ -130,7 +135,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     logger.print(
         f"[bold]frozen[/bold] {cfg.lm.name} + {cfg.model.vision} k={cfg.model.num_prefix_tokens} | "
         f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable | {info.world_size} proc x {micro_bs} x {accum} accum "
-        f"= batch {t.batch_size} | {precision} on {device.type} | run dir {run_dir}"
+        f"= batch {t.batch_size} | {precision} on {device.type} | {'fsdp' if fsdp else 'ddp' if info.enabled else '1 process'} "
+        f"(LM on rank 0: {resident_lm_bytes(model.lm)[0] / 2**20:.1f} of {resident_lm_bytes(model.lm)[1] / 2**20:.1f} MiB) | run dir {run_dir}"
         + (f" | resumed from {resume_from} at step {start_step}" if resume_from else "")
     )
 
@@ -212,9 +218,14 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
         cfg.data, model.tokenizer, image_size=cfg.model.image_size, batch_size=cfg.per_gpu_batchsize or 16,
         rank=info.rank, world_size=info.world_size,
     )
-    for i, batch in enumerate(loader):
-        if i >= t.val_batches:
-            break
+    batches = [batch for _, batch in zip(range(t.val_batches), loader)]
+    if cfg.trainer.strategy == "fsdp" and info.enabled:
+        # Sharded LM: every forward is a collective, so all ranks run the same number of batches.
+        count = torch.tensor([len(batches)], device=info.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+        batches = batches[: int(count)]
+    for batch in batches:
         summed, n = summed_token_loss(model, {**batch, "labels": batch["labels"].to(info.device)}, autocast)
         loss_sum += torch.tensor([summed, n], device=info.device)
         if len(samples) < t.num_sample_captions:
@@ -222,7 +233,11 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
     dist.all_reduce_sum(loss_sum)
     val_loss = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
     metrics = {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50))}
-    if info.is_main and samples:
+    if samples and cfg.trainer.strategy == "fsdp" and info.enabled:
+        # Generation on rank 0 alone would wait forever for the other ranks' shards.
+        logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan] (no sample captions under trainer.strategy=fsdp: "
+                     "caption the export with evaluate.py, which holds the LM whole on each process)")
+    elif info.is_main and samples:
         captions = model.generate([[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"])
         logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan]")
         for (_, ref), gen in list(zip(samples, captions))[:4]:
