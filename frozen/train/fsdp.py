@@ -54,7 +54,12 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
 
 
 def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool = False) -> nn.Module:
-    """Shard ``model.lm`` in place over all ranks; returns ``model``.
+    """Shard ``model.lm`` in place over all ranks, move the rest of ``model`` to the device; returns ``model``.
+
+    Loading: rank 0 loaded the LM's weights, every other rank built it on the meta device (nothing
+    allocated, see ``FrozenModel(lm_on_meta=True)``). After sharding, the other ranks allocate only
+    their shards and rank 0 broadcasts the weights tensor by tensor
+    (``set_model_state_dict(broadcast_from_rank0=True)``), so only rank 0 ever holds the whole LM.
 
     Mixed precision is FSDP2's own: parameters all-gathered in bf16/fp16 (``precision``), gradients
     (none for a frozen LM) reduced in fp32. ``cpu_offload`` keeps the shards in host memory between
@@ -62,12 +67,15 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     the LM, so a forward pre-hook unshards the root unit (embeddings, head) first; the root stays
     unsharded after forward (backward needs it at once) and is resharded after backward.
     """
+    import torch.distributed as tdist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if cpu_offload and info.device.type != "cuda":
         raise FrozenConfigError("trainer.fsdp_cpu_offload=true offloads GPU shards to the host; on CPU the shards "
                                 "are in host memory already: set it to false")
+    full = dict(model.lm.state_dict()) if info.is_main else {}  # references to rank 0's loaded weights
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     param_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     kwargs = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32),
@@ -75,6 +83,16 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     for layer in decoder_layers(model.lm):
         fully_shard(layer, **kwargs)
     fully_shard(model.lm, reshard_after_forward=False, **kwargs)
+    home = torch.device("cpu") if cpu_offload else info.device
+    if any(p.is_meta for p in model.lm.parameters()) or any(b.is_meta for b in model.lm.buffers()):
+        model.lm.to_empty(device=home)  # this rank's shards (and buffers), uninitialised
+    set_model_state_dict(model.lm, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in model.lm.buffers():  # incl. non-persistent ones (rotary frequencies), absent from state dicts
+        tdist.broadcast(buffer, src=0)
+    del full
+    for name, child in model.named_children():
+        if name != "lm":
+            child.to(info.device)
     model.register_forward_pre_hook(lambda module, args: module.lm.unshard())
     # DDP must neither broadcast nor all-reduce the LM's (sharded) parameters and buffers.
     ignored = [f"lm.{name}" for name, _ in model.lm.named_parameters()]

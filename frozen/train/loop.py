@@ -68,7 +68,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
 
     # ------------------------------------------------------------------ model + optimizer
-    model = FrozenModel(cfg.model, cfg.lm).to(device)
+    fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
+    # fsdp: only rank 0 reads the LM's weights; they reach the other ranks' shards in shard_lm.
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp and not info.is_main)
+    model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
     params = model.trainable_parameters()
@@ -100,9 +103,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
     if t.compile:
         model.vision.compile()  # in place: state_dict keys stay unchanged
-    fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
-    if fsdp:
-        shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload)  # LM sharded; the rest stays DDP
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
 
     # ------------------------------------------------------------------ data

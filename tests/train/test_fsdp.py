@@ -71,16 +71,27 @@ def _shard_and_measure(lm_dir, out_dir):
 
     info = dist.init("cpu")
     torch.manual_seed(0)
-    model = FrozenModel(ModelConfig(vision="tiny_cnn", image_size=32), LMConfig(name=str(lm_dir)))
-    before = resident_lm_bytes(model.lm)
+    full = FrozenModel(ModelConfig(vision="tiny_cnn", image_size=32), LMConfig(name=str(lm_dir)))
+    expected = {n: t.clone() for n, t in full.lm.state_dict().items()}
+    before = resident_lm_bytes(full.lm)
+    # As in training: rank 0 loads the weights, rank 1 builds the LM on the meta device.
+    model = FrozenModel(ModelConfig(vision="tiny_cnn", image_size=32), LMConfig(name=str(lm_dir)), lm_on_meta=info.rank > 0)
+    assert all(p.is_meta for p in model.lm.parameters()) == (info.rank > 0)
     shard_lm(model, info, "fp32")
     after = resident_lm_bytes(model.lm)
+    # Every rank's shards hold rank 0's weights, and so do its buffers (non-persistent ones included).
+    gathered = {n: t.full_tensor() if hasattr(t, "full_tensor") else t for n, t in model.lm.state_dict().items()}
+    assert gathered.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(gathered[name], tensor), name
+    for (name, buffer), (_, reference) in zip(model.lm.named_buffers(), full.lm.named_buffers()):
+        assert torch.equal(buffer, reference), name
     (out_dir / f"rank{info.rank}.json").write_text(json.dumps({"before": before, "after": after}))
     dist.cleanup()
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_each_fsdp_rank_holds_half_of_the_lm(tmp_path, tiny_lm_dirs, kind):
+def test_each_fsdp_rank_holds_half_of_rank_0s_lm(tmp_path, tiny_lm_dirs, kind):
     from frozen.train import dist
 
     dist.spawn(_shard_and_measure, (tiny_lm_dirs[kind], tmp_path), num_local=2)
