@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from frozen.errors import FrozenConfigError
+from frozen.model.lm import load_lm
 from frozen.train.dist import DistInfo
 
 STRATEGIES = ("ddp", "fsdp")
@@ -56,10 +57,10 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
 def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool = False) -> nn.Module:
     """Shard ``model.lm`` in place over all ranks, move the rest of ``model`` to the device; returns ``model``.
 
-    Loading: rank 0 loaded the LM's weights, every other rank built it on the meta device (nothing
-    allocated, see ``FrozenModel(lm_on_meta=True)``). After sharding, the other ranks allocate only
-    their shards and rank 0 broadcasts the weights tensor by tensor
-    (``set_model_state_dict(broadcast_from_rank0=True)``), so only rank 0 ever holds the whole LM.
+    Loading: every rank built the LM on the meta device (``FrozenModel(lm_on_meta=True)``: nothing
+    allocated). After sharding, each rank allocates only its shards; rank 0 reads the weights into
+    host memory and scatters each weight's shards (:func:`_scatter_from_rank0`), so only rank 0's
+    host memory ever holds the whole LM, and no GPU does.
 
     Mixed precision is FSDP2's own: parameters all-gathered in bf16/fp16 (``precision``), gradients
     (none for a frozen LM) reduced in fp32. ``cpu_offload`` keeps the shards in host memory between
@@ -67,15 +68,18 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     the LM, so a forward pre-hook unshards the root unit (embeddings, head) first; the root stays
     unsharded after forward (backward needs it at once) and is resharded after backward.
     """
-    import torch.distributed as tdist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if cpu_offload and info.device.type != "cuda":
         raise FrozenConfigError("trainer.fsdp_cpu_offload=true offloads GPU shards to the host; on CPU the shards "
                                 "are in host memory already: set it to false")
-    full = dict(model.lm.state_dict()) if info.is_main else {}  # references to rank 0's loaded weights
+    if not all(p.is_meta for p in model.lm.parameters()):
+        raise ValueError("shard_lm expects a FrozenModel built with lm_on_meta=True (rank 0 loads the weights here)")
+    # Rank 0 reads the weights into host memory only: a full LM never lands on a GPU.
+    loaded = load_lm(model.lm_cfg.name, dtype=model.lm_cfg.dtype)[0] if info.is_main else None
+    full = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())} if loaded is not None else {}
+    del loaded
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     param_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     kwargs = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32),
@@ -84,11 +88,8 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
         fully_shard(layer, **kwargs)
     fully_shard(model.lm, reshard_after_forward=False, **kwargs)
     home = torch.device("cpu") if cpu_offload else info.device
-    if any(p.is_meta for p in model.lm.parameters()) or any(b.is_meta for b in model.lm.buffers()):
-        model.lm.to_empty(device=home)  # this rank's shards (and buffers), uninitialised
-    set_model_state_dict(model.lm, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    for buffer in model.lm.buffers():  # incl. non-persistent ones (rotary frequencies), absent from state dicts
-        tdist.broadcast(buffer, src=0)
+    model.lm.to_empty(device=home)  # this rank's shards (and buffers), uninitialised
+    _scatter_from_rank0(model.lm, full, info)
     del full
     for name, child in model.named_children():
         if name != "lm":
@@ -99,6 +100,43 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     ignored += [f"lm.{name}" for name, _ in model.lm.named_buffers()]
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
     return model
+
+
+def _scatter_from_rank0(lm: nn.Module, full: dict[str, torch.Tensor], info: DistInfo) -> None:
+    """Fill every rank's shards of the sharded ``lm`` from rank 0's ``full`` parameters and buffers by name.
+
+    One parameter at a time, rank 0 cuts the weight as FSDP2 does (``torch.chunk`` on dim 0, each
+    chunk padded to ``ceil(rows / N)`` rows) and scatters the chunks; a rank never holds more than
+    its own chunk. ``torch.distributed.checkpoint``'s ``broadcast_from_rank0`` was measured to peak
+    at the whole LM on every rank (it broadcasts full tensors), which is what this is meant to avoid.
+    Buffers are small and not sharded: broadcast whole (non-persistent ones, e.g. rotary
+    frequencies, are in no state dict, hence named_buffers rather than a state dict).
+    """
+    import torch.distributed as tdist
+    from torch.distributed.tensor import DTensor
+
+    world = info.world_size
+    with torch.no_grad():
+        for name, param in lm.named_parameters():  # a tied weight once
+            local = param.to_local() if isinstance(param, DTensor) else param
+            rows = -(-param.shape[0] // world)
+            recv = torch.empty((rows, *param.shape[1:]), dtype=local.dtype, device=info.device)
+            chunks = None
+            if info.is_main:
+                chunks = [recv.new_zeros(recv.shape) for _ in range(world)]
+                for chunk, part in zip(chunks, torch.chunk(full[name], world, dim=0)):
+                    chunk[: part.shape[0]].copy_(part)
+            tdist.scatter(recv, chunks, src=0)
+            local.copy_(recv[: local.shape[0]])
+        for name, buffer in lm.named_buffers():
+            if info.is_main:
+                buffer.copy_(full[name])
+            if buffer.device != info.device:  # a CPU-offloaded or CPU-kept buffer crosses via the device
+                staged = buffer.to(info.device)
+                tdist.broadcast(staged, src=0)
+                buffer.copy_(staged)
+            else:
+                tdist.broadcast(buffer, src=0)
 
 
 def resident_lm_bytes(lm: nn.Module) -> tuple[int, int]:

@@ -69,8 +69,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ------------------------------------------------------------------ model + optimizer
     fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
-    # fsdp: only rank 0 reads the LM's weights; they reach the other ranks' shards in shard_lm.
-    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp and not info.is_main)
+    # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp)
     model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
