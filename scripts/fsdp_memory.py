@@ -3,8 +3,9 @@
 
 ``python scripts/fsdp_memory.py [--lm smollm2-135m-instruct-gguf] [--ranks 2]``: for each strategy,
 ``--ranks`` gloo processes on CPU each reset the kernel's resident-memory high-water mark after
-their imports, build the FrozenModel (``tiny_cnn``) and, under fsdp, shard its LM; each reports its
-peak extra resident memory and the LM parameter bytes it holds at the end. Prints one JSON.
+their imports, build the FrozenModel (``tiny_cnn``), under fsdp shard its LM, and read every LM
+weight they hold once (memory-mapped weights count only once touched); each reports its peak
+extra resident memory and the LM parameter bytes it holds at the end. Prints one JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _measure(strategy: str, lm: str, out_dir: str) -> None:
 
     info = dist.init("cpu")
     torch.manual_seed(0)
+    # Pay the imports (transformers' model classes, the tokenizer) before the baseline.
+    FrozenModel(ModelConfig(vision="tiny_cnn", image_size=64), LMConfig(name=lm), lm_on_meta=True)
     dist.barrier()
     base = perf.current_rss_bytes()
     method = "VmHWM after clear_refs" if perf.reset_peak_rss() else "ru_maxrss (not resettable)"
@@ -40,6 +43,11 @@ def _measure(strategy: str, lm: str, out_dir: str) -> None:
     model = FrozenModel(ModelConfig(vision="tiny_cnn", image_size=64), LMConfig(name=lm), lm_on_meta=fsdp)
     if fsdp:
         shard_lm(model, info, "fp32")
+    # Read every weight this rank holds once, as training does: safetensors weights are memory-mapped
+    # and only count as resident once touched.
+    with torch.no_grad():
+        for p in model.lm.parameters():
+            (p.to_local() if hasattr(p, "to_local") else p).float().sum()
     local, whole = resident_lm_bytes(model.lm)
     result = {"rank": info.rank, "peak_extra_mib": (perf.peak_rss_bytes() - base) / 2**20,
               "lm_param_mib_held": local / 2**20, "lm_param_mib_whole": whole / 2**20, "method": method}
