@@ -24,9 +24,21 @@ from frozen.data.samples import Example
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
 # Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200", 989.0), ("B200", 2250.0),
-    ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A6000", 155.0),
-    ("RTX 4090", 165.0), ("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0),
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("A6000", 155.0),
+    ("RTX 4090", 165.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
 )
 
 _COLOURS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
@@ -46,8 +58,16 @@ def synthetic_caption_batch(tokenizer: Any, batch_size: int, image_size: int, se
     for i in range(batch_size):
         colour, shape = _COLOURS[i % len(_COLOURS)], _SHAPES[i % len(_SHAPES)]
         caption = f" a {colour} {shape} on a white background, seen from above."
-        examples.append(Example(key=f"synthetic{i}", kind="caption", prompt="", target=caption, meta={},
-                                image=torch.rand(3, image_size, image_size, generator=g)))
+        examples.append(
+            Example(
+                key=f"synthetic{i}",
+                kind="caption",
+                prompt="",
+                target=caption,
+                meta={},
+                image=torch.rand(3, image_size, image_size, generator=g),
+            )
+        )
     return Collator(tokenizer, max_length=64)(examples)
 
 
@@ -154,11 +174,18 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     import transformers
 
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.exists()
+        else []
+    )
     info: dict[str, Any] = {
-        "cpu": names[0] if names else platform.processor(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
@@ -242,8 +269,9 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-def analytic_step_flops(n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int,
-                        lm_weight_grads: bool) -> float:
+def analytic_step_flops(
+    n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int, lm_weight_grads: bool
+) -> float:
     """Model FLOPs of one train step.
 
     LM: forward ``2·N·tokens`` plus backward ``2·N·tokens`` for activation gradients, plus another
@@ -263,4 +291,3 @@ def peak_tflops(device: torch.device, override: float | None = None) -> float | 
         return None
     name = torch.cuda.get_device_name(device)
     return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
-

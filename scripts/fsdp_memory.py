@@ -49,8 +49,13 @@ def _measure(strategy: str, lm: str, out_dir: str) -> None:
         for p in model.lm.parameters():
             (p.to_local() if hasattr(p, "to_local") else p).float().sum()
     local, whole = resident_lm_bytes(model.lm)
-    result = {"rank": info.rank, "peak_extra_mib": (perf.peak_rss_bytes() - base) / 2**20,
-              "lm_param_mib_held": local / 2**20, "lm_param_mib_whole": whole / 2**20, "method": method}
+    result = {
+        "rank": info.rank,
+        "peak_extra_mib": (perf.peak_rss_bytes() - base) / 2**20,
+        "lm_param_mib_held": local / 2**20,
+        "lm_param_mib_whole": whole / 2**20,
+        "method": method,
+    }
     Path(out_dir, f"{strategy}-{info.rank}.json").write_text(json.dumps(result))
     dist.cleanup()
 

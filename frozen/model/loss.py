@@ -9,8 +9,9 @@ import torch
 
 
 @torch.no_grad()
-def summed_token_loss(model: torch.nn.Module, batch: dict[str, Any],
-                      autocast: AbstractContextManager | None = None) -> tuple[float, int]:
+def summed_token_loss(
+    model: torch.nn.Module, batch: dict[str, Any], autocast: AbstractContextManager | None = None
+) -> tuple[float, int]:
     """``(summed cross-entropy over the batch's target tokens, number of target tokens)``.
 
     ``batch`` is a collated batch (``images [B, 3, S, S]``, ``input_ids / attention_mask / labels
@@ -20,6 +21,7 @@ def summed_token_loss(model: torch.nn.Module, batch: dict[str, Any],
     labels = batch["labels"]
     n = int((labels != -100).sum())
     with autocast if autocast is not None else nullcontext():
-        out = model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels,
-                    num_items_in_batch=max(n, 1))
+        out = model(
+            batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels, num_items_in_batch=max(n, 1)
+        )
     return out.loss.float().item() * n, n

@@ -49,8 +49,10 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
 
     layers = [m for m in lm.modules() if isinstance(m, GradientCheckpointingLayer)]
     if not layers:
-        raise FrozenConfigError(f"trainer.strategy=fsdp: {type(lm).__name__} has no transformers decoder layers to "
-                                "shard; use trainer.strategy=ddp for this LM")
+        raise FrozenConfigError(
+            f"trainer.strategy=fsdp: {type(lm).__name__} has no transformers decoder layers to "
+            "shard; use trainer.strategy=ddp for this LM"
+        )
     return layers
 
 
@@ -72,8 +74,10 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if cpu_offload and info.device.type != "cuda":
-        raise FrozenConfigError("trainer.fsdp_cpu_offload=true offloads GPU shards to the host; on CPU the shards "
-                                "are in host memory already: set it to false")
+        raise FrozenConfigError(
+            "trainer.fsdp_cpu_offload=true offloads GPU shards to the host; on CPU the shards "
+            "are in host memory already: set it to false"
+        )
     if not all(p.is_meta for p in model.lm.parameters()):
         raise ValueError("shard_lm expects a FrozenModel built with lm_on_meta=True (rank 0 loads the weights here)")
     # Rank 0 reads the weights into host memory only: a full LM never lands on a GPU.
@@ -82,8 +86,11 @@ def shard_lm(model: nn.Module, info: DistInfo, precision: str, cpu_offload: bool
     del loaded
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     param_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    kwargs = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32),
-                  offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy())
+    kwargs = dict(
+        mesh=mesh,
+        mp_policy=MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32),
+        offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+    )
     for layer in decoder_layers(model.lm):
         fully_shard(layer, **kwargs)
     fully_shard(model.lm, reshard_after_forward=False, **kwargs)

@@ -132,11 +132,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         total_steps=t.max_steps,
         start_step=start_step,
     )
+    lm_held, lm_whole = resident_lm_bytes(model.lm)
+    strategy = "fsdp" if fsdp else "ddp" if info.enabled else "1 process"
     logger.print(
         f"[bold]frozen[/bold] {cfg.lm.name} + {cfg.model.vision} k={cfg.model.num_prefix_tokens} | "
-        f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable | {info.world_size} proc x {micro_bs} x {accum} accum "
-        f"= batch {t.batch_size} | {precision} on {device.type} | {'fsdp' if fsdp else 'ddp' if info.enabled else '1 process'} "
-        f"(LM on rank 0: {resident_lm_bytes(model.lm)[0] / 2**20:.1f} of {resident_lm_bytes(model.lm)[1] / 2**20:.1f} MiB) | run dir {run_dir}"
+        f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable | {info.world_size} proc x {micro_bs} x {accum} "
+        f"accum = batch {t.batch_size} | {precision} on {device.type} | {strategy} (LM held by rank 0: "
+        f"{lm_held / 2**20:.1f} of {lm_whole / 2**20:.1f} MiB) | run dir {run_dir}"
         + (f" | resumed from {resume_from} at step {start_step}" if resume_from else "")
     )
 
@@ -152,17 +154,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             micro_batches = [next(batches) for _ in range(accum)]
             for b in micro_batches:
                 skip_counter.update(b)
-            result = train_step(ddp_model, optimizer, params, micro_batches, device=device, autocast=autocast,
-                                scaler=scaler, grad_clip=t.grad_clip, world_size=info.world_size, blind=t.blind)
+            result = train_step(
+                ddp_model,
+                optimizer,
+                params,
+                micro_batches,
+                device=device,
+                autocast=autocast,
+                scaler=scaler,
+                grad_clip=t.grad_clip,
+                world_size=info.world_size,
+                blind=t.blind,
+            )
             global_loss, grad_norm, finite = result.loss, result.grad_norm, result.finite
             if not finite:
                 consecutive_nonfinite += 1
                 nonfinite_total += 1
-                logger.print(f"[yellow]step {step + 1}: non-finite loss/grad, step skipped ({consecutive_nonfinite} in a row)[/yellow]")
+                logger.print(
+                    f"[yellow]step {step + 1}: non-finite loss/grad, step skipped "
+                    f"({consecutive_nonfinite} in a row)[/yellow]"
+                )
                 if consecutive_nonfinite >= t.max_nonfinite:
                     _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, nonfinite_total, logger)
                     raise NonFiniteLossError(
-                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient (last at step {step + 1}); "
+                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+                        f"(last at step {step + 1}); "
                         f"checkpoint saved in {run_dir / ckpt.CKPT_DIR}: lower trainer.lr, use trainer.precision=fp32 "
                         "or bf16, or check the data"
                     )
@@ -198,15 +214,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model.save_pretrained(export)
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
-        return {"loss": loss_value, "step": final_step, "export": str(export), "run_dir": str(run_dir), **val,
-                "skipped_samples": skip_counter.total(), "nonfinite_steps": nonfinite_total}
+        return {
+            "loss": loss_value,
+            "step": final_step,
+            "export": str(export),
+            "run_dir": str(run_dir),
+            **val,
+            "skipped_samples": skip_counter.total(),
+            "nonfinite_steps": nonfinite_total,
+        }
     finally:
         logger.finish()
         dist.cleanup()
 
 
 @torch.no_grad()
-def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: RunLogger, step: int, autocast) -> dict[str, float]:
+def validate(
+    cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: RunLogger, step: int, autocast
+) -> dict[str, float]:
     """Mean caption loss over ``val_batches`` validation batches (all ranks) + sample captions (rank 0)."""
     if not cfg.data.val_shards:
         return {}
@@ -215,8 +240,12 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
     loss_sum = torch.zeros(2, device=info.device)  # [summed CE, number of target tokens]
     samples: list[tuple[torch.Tensor, str]] = []
     loader = build_eval_loader(
-        cfg.data, model.tokenizer, image_size=cfg.model.image_size, batch_size=cfg.per_gpu_batchsize or 16,
-        rank=info.rank, world_size=info.world_size,
+        cfg.data,
+        model.tokenizer,
+        image_size=cfg.model.image_size,
+        batch_size=cfg.per_gpu_batchsize or 16,
+        rank=info.rank,
+        world_size=info.world_size,
     )
     batches = [batch for _, batch in zip(range(t.val_batches), loader)]
     if cfg.trainer.strategy == "fsdp" and info.enabled:
@@ -235,15 +264,24 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
     metrics = {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50))}
     if samples and cfg.trainer.strategy == "fsdp" and info.enabled:
         # Generation on rank 0 alone would wait forever for the other ranks' shards.
-        logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan] (no sample captions under trainer.strategy=fsdp: "
-                     "caption the export with evaluate.py, which holds the LM whole on each process)")
+        logger.print(
+            f"[cyan]step {step} val loss {val_loss:.3f}[/cyan] (no sample captions under trainer.strategy=fsdp: "
+            "caption the export with evaluate.py, which holds the LM whole on each process)"
+        )
     elif info.is_main and samples:
-        captions = model.generate([[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"])
+        captions = model.generate(
+            [[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"]
+        )
         logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan]")
         for (_, ref), gen in list(zip(samples, captions))[:4]:
             logger.print(f"  [dim]ref[/dim] {ref.strip()!r:40}  [dim]gen[/dim] {gen!r}")
         images = [(img.permute(1, 2, 0).clamp(0, 1) * 255).byte().cpu().numpy() for img, _ in samples]
-        logger.table("val/samples", step, ["image", "reference", "generated"], [[im, r, g] for im, (_, r), g in zip(images, samples, captions)])
+        logger.table(
+            "val/samples",
+            step,
+            ["image", "reference", "generated"],
+            [[im, r, g] for im, (_, r), g in zip(images, samples, captions)],
+        )
     logger.event(step, metrics)
     return metrics
 
@@ -257,7 +295,11 @@ def _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, no
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": rng,
-            "data": {"skipped": dict(skip_counter.counts), "samples": skip_counter.samples, "truncated": skip_counter.truncated},
+            "data": {
+                "skipped": dict(skip_counter.counts),
+                "samples": skip_counter.samples,
+                "truncated": skip_counter.truncated,
+            },
             "nonfinite_total": nonfinite_total,
             "config": _plain_config(cfg),
         }
@@ -268,6 +310,7 @@ def _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, no
 
 def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved config as plain containers (W&B config, checkpoint metadata)."""
+
     def plain(value):
         if dataclasses.is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -283,15 +326,26 @@ def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
 # Settings that fix the order of training batches: changing one keeps the run resumable, but the
 # continuation then reads other batches than the uninterrupted run would have.
 _DATA_ORDER_KEYS = (
-    ("data", "train_shards"), ("data", "data_root"), ("data", "shuffle_buffer"), ("data", "num_workers"),
-    ("trainer", "batch_size"), ("per_gpu_batchsize",), ("num_gpus",), ("num_nodes",), ("seed",),
+    ("data", "train_shards"),
+    ("data", "data_root"),
+    ("data", "shuffle_buffer"),
+    ("data", "num_workers"),
+    ("trainer", "batch_size"),
+    ("per_gpu_batchsize",),
+    ("num_gpus",),
+    ("num_nodes",),
+    ("seed",),
 )
 
 
 def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
     for section in ("model", "lm"):
         if saved.get(section) != now[section]:
-            diff = {k: (saved.get(section, {}).get(k), v) for k, v in now[section].items() if saved.get(section, {}).get(k) != v}
+            diff = {
+                k: (saved.get(section, {}).get(k), v)
+                for k, v in now[section].items()
+                if saved.get(section, {}).get(k) != v
+            }
             raise FrozenConfigError(
                 f"{path} was trained with a different {section} config {diff} (saved, now); "
                 f"{action} the same settings or start a new run directory"
@@ -307,5 +361,7 @@ def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log) 
         for k in keys:
             old, new = (old or {}).get(k), (new or {}).get(k)
         if old != new:
-            log(f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
-                "but on a different batch order than an uninterrupted run[/yellow]")
+            log(
+                f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
+                "but on a different batch order than an uninterrupted run[/yellow]"
+            )

@@ -79,7 +79,7 @@ def train_step(
         if blind:
             images = torch.zeros_like(images)  # train-blind ablation: no visual information
         sync = i == len(micro_batches) - 1 or world_size == 1
-        with (nullcontext() if sync else model.no_sync()), autocast:
+        with nullcontext() if sync else model.no_sync(), autocast:
             out = model(
                 images,
                 batch["input_ids"].to(device),

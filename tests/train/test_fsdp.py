@@ -104,10 +104,13 @@ def test_each_fsdp_rank_holds_half_of_rank_0s_lm(tmp_path, tiny_lm_dirs, kind):
     assert ranks[0]["after"][0] + ranks[1]["after"][0] == pytest.approx(ranks[0]["before"][1], rel=0.02)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"strategy": "zero3"}, "trainer.strategy must be ddp or fsdp, got 'zero3'"),
-    ({"fsdp_cpu_offload": True}, "fsdp_cpu_offload=true needs trainer.strategy=fsdp"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"strategy": "zero3"}, "trainer.strategy must be ddp or fsdp, got 'zero3'"),
+        ({"fsdp_cpu_offload": True}, "fsdp_cpu_offload=true needs trainer.strategy=fsdp"),
+    ],
+)
 def test_bad_strategy_settings_fail_before_loading(tmp_path, caption_data, override, message):
     from frozen.train.loop import train
 

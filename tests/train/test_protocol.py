@@ -52,8 +52,12 @@ def test_resume_is_exact_with_dropout_shuffling_and_workers(tmp_path, varied_dat
     from frozen.train.loop import train
 
     assert AutoConfig.from_pretrained(tiny_gpt2).resid_pdrop > 0, "the test needs an LM with dropout"
-    kwargs = dict(data={"train_shards": "vary/train-*.tar", "num_workers": 2, "shuffle_buffer": 8},
-                  lm={"trainable": True}, batch_size=4, lr=1e-3)
+    kwargs = dict(
+        data={"train_shards": "vary/train-*.tar", "num_workers": 2, "shuffle_buffer": 8},
+        lm={"trainable": True},
+        batch_size=4,
+        lr=1e-3,
+    )
     cfg = make_cfg(tmp_path / "full", varied_data, tiny_gpt2, max_steps=6, **kwargs)
     loader = iter(build_train_loader(cfg.data, load_tokenizer(str(tiny_gpt2)), image_size=32, batch_size=4, seed=0))
     keys = [tuple(next(loader)["keys"]) for _ in range(6)]

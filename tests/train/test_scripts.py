@@ -15,13 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_gpu_check_dry_run_parses_every_command(tmp_path):
     env = {**os.environ, "PY": sys.executable}
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["dry_run"] is True
     assert {name: run["status"] for name, run in report["runs"].items()} == dict.fromkeys(
-        ("bench", "single", "ddp", "fsdp", "eval"), "parsed")
+        ("bench", "single", "ddp", "fsdp", "eval"), "parsed"
+    )
     # What Hydra composed is what the GPU run would train: the switches reached the configs.
     single, ddp, fsdp = (yaml.safe_load((tmp_path / f"{n}.cfg.yaml").read_text()) for n in ("single", "ddp", "fsdp"))
     assert single["trainer"]["max_steps"] == 200 and single["trainer"]["precision"] == "bf16"
@@ -38,8 +45,9 @@ def test_gpu_check_rejects_unknown_arguments():
 
 
 def test_scaling_plan_in_docs_is_what_the_script_computes():
-    proc = subprocess.run([sys.executable, "scripts/scaling_plan.py", "--check"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/scaling_plan.py", "--check"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
 
 

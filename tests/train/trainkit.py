@@ -15,11 +15,28 @@ PNG_THAT_DOES_NOT_DECODE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"IEND\xaeB`\x8
 
 
 def make_cfg(run_dir, data_root, lm_dir, *, data: dict | None = None, lm: dict | None = None, **trainer) -> TrainConfig:
-    t = dict(max_steps=6, batch_size=8, lr=1e-2, precision="fp32", device="cpu", log_every=1, val_every=0,
-             ckpt_every=0, keep_last=10, num_sample_captions=2, val_batches=2)
+    t = dict(
+        max_steps=6,
+        batch_size=8,
+        lr=1e-2,
+        precision="fp32",
+        device="cpu",
+        log_every=1,
+        val_every=0,
+        ckpt_every=0,
+        keep_last=10,
+        num_sample_captions=2,
+        val_batches=2,
+    )
     t.update(trainer)
-    d = dict(train_shards="caps/train-*.tar", val_shards="caps/val-*.tar", data_root=str(data_root),
-             num_workers=0, shuffle_buffer=0, max_length=16)
+    d = dict(
+        train_shards="caps/train-*.tar",
+        val_shards="caps/val-*.tar",
+        data_root=str(data_root),
+        num_workers=0,
+        shuffle_buffer=0,
+        max_length=16,
+    )
     d.update(data or {})
     return TrainConfig(
         model=ModelConfig(vision="tiny_cnn", image_size=32, num_prefix_tokens=2),
