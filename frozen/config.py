@@ -160,6 +160,8 @@ class TrainerConfig:
     keep_last: int = 3
     max_nonfinite: int = 10  # consecutive skipped (non-finite) steps before the run stops
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    strategy: str = "ddp"  # ddp (every rank holds the whole LM) | fsdp (the frozen LM sharded over ranks, FSDP2)
+    fsdp_cpu_offload: bool = False  # fsdp on CUDA: keep the LM's shards in host memory between uses
 
     def __post_init__(self) -> None:
         raise_problems(TrainerConfig.check(self))

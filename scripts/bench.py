@@ -35,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import benchlib as perf  # noqa: E402  (scripts/benchlib.py: helpers that live with the benchmark)
+from frozen.train.step import autocast_context, resolve_precision, train_step  # noqa: E402  (the loop's own step)
 
 ENTRIES = ("train_step", "fewshot_shared_support", "batched_generation", "data_loader")
 DEFAULT_LM = "smollm2-135m-instruct-gguf"
@@ -124,20 +125,20 @@ TRAIN_VARIANTS = ("frozen", "plain", "frozen_ckpt")
 def _train_setup(args: argparse.Namespace, lm: str) -> tuple[Any, dict[str, Any], Callable[[str], None], Callable[[], None], Any, bool]:
     """Model, synthetic batch, ``configure(variant)``, ``step()``, autocast context, bf16 flag."""
     device = torch.device(args.device)
-    bf16 = perf.native_bf16(device)
+    bf16 = resolve_precision("auto", device) == "bf16"  # native bf16 hardware; else fp32 throughout
     model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32")
     model.train()
     batch = perf.synthetic_caption_batch(model.tokenizer, args.train_batch, args.image_size)
     params = model.trainable_parameters()  # vision + mapper: the optimizer never sees LM weights
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95))
-    autocast = perf.autocast_for(device, bf16)
+    autocast = autocast_context("bf16" if bf16 else "fp32", device)
 
     def configure(variant: str) -> None:
         model.enable_activation_checkpointing(variant == "frozen_ckpt")
         perf.set_lm_weight_grads(model, variant == "plain")
 
     def step() -> None:
-        perf.train_step(model, optimizer, params, batch, autocast)
+        train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
 
     return model, batch, configure, step, autocast, bf16
 

@@ -1,9 +1,10 @@
 """Measurement helpers for ``scripts/bench.py``: workloads, train-step variants, peak memory, FLOPs.
 
-The *plain* train step is what a straightforward implementation does: the LM's parameters keep
-``requires_grad=True`` but are left out of the optimizer, so every backward pass computes and stores
-their weight gradients. The project's step freezes them (``requires_grad=False``), so backward only
-propagates activation gradients through the LM, down to the visual prefix.
+The step timed is the training loop's own (``frozen.train.step.train_step``). The *plain* variant
+is what a straightforward implementation does: the LM's parameters keep ``requires_grad=True`` but
+are left out of the optimizer, so every backward pass computes and stores their weight gradients.
+The project's step freezes them (``requires_grad=False``), so backward only propagates activation
+gradients through the LM, down to the visual prefix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import resource
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,9 +24,21 @@ from frozen.data.samples import Example
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
 # Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200", 989.0), ("B200", 2250.0),
-    ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A6000", 155.0),
-    ("RTX 4090", 165.0), ("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0),
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("A6000", 155.0),
+    ("RTX 4090", 165.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
 )
 
 _COLOURS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
@@ -46,8 +58,16 @@ def synthetic_caption_batch(tokenizer: Any, batch_size: int, image_size: int, se
     for i in range(batch_size):
         colour, shape = _COLOURS[i % len(_COLOURS)], _SHAPES[i % len(_SHAPES)]
         caption = f" a {colour} {shape} on a white background, seen from above."
-        examples.append(Example(key=f"synthetic{i}", kind="caption", prompt="", target=caption, meta={},
-                                image=torch.rand(3, image_size, image_size, generator=g)))
+        examples.append(
+            Example(
+                key=f"synthetic{i}",
+                kind="caption",
+                prompt="",
+                target=caption,
+                meta={},
+                image=torch.rand(3, image_size, image_size, generator=g),
+            )
+        )
     return Collator(tokenizer, max_length=64)(examples)
 
 
@@ -92,23 +112,6 @@ def vqa_inputs(num_prompts: int = 16) -> tuple[list[list[Image.Image]], list[str
 
 
 # ---------------------------------------------------------------------------------------- train step
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-               batch: dict[str, Any], autocast: AbstractContextManager | None = None, grad_clip: float = 1.0) -> torch.Tensor:
-    """One optimizer step as ``frozen.train.loop`` takes it (one micro-batch, one process): loss, backward,
-    global-norm clipping, AdamW step, ``zero_grad(set_to_none=True)`` on the optimizer's parameters."""
-    device = model.device
-    num_targets = int((batch["labels"] != -100).sum())
-    with autocast or nullcontext():
-        out = model(batch["images"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                    labels=batch["labels"].to(device), num_items_in_batch=max(num_targets, 1))
-    out.loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return out.loss.detach()
-
-
 def set_lm_weight_grads(model: Any, enabled: bool) -> None:
     """``enabled``: the plain variant (LM weight gradients computed and kept, though never used).
 
@@ -171,11 +174,18 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     import transformers
 
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.exists()
+        else []
+    )
     info: dict[str, Any] = {
-        "cpu": names[0] if names else platform.processor(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
@@ -202,14 +212,6 @@ def steal_fraction(before: list[int] | None, after: list[int] | None) -> float |
     delta = [a - b for a, b in zip(after[:8], before[:8])]  # guest time (fields 9-10) is inside user
     total = sum(delta)
     return delta[7] / total if total > 0 else None
-
-
-def native_bf16(device: torch.device) -> bool:
-    """bf16 matmuls in hardware: a bf16-capable GPU, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ---------------------------------------------------------------------------------------- memory
@@ -267,8 +269,9 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-def analytic_step_flops(n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int,
-                        lm_weight_grads: bool) -> float:
+def analytic_step_flops(
+    n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int, lm_weight_grads: bool
+) -> float:
     """Model FLOPs of one train step.
 
     LM: forward ``2·N·tokens`` plus backward ``2·N·tokens`` for activation gradients, plus another
@@ -288,7 +291,3 @@ def peak_tflops(device: torch.device, override: float | None = None) -> float | 
         return None
     name = torch.cuda.get_device_name(device)
     return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def autocast_for(device: torch.device, bf16: bool) -> AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from braceexpand import braceexpand
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from frozen.data.collate import Collator
@@ -302,12 +303,18 @@ class ShardLoader:
                 yield batch
 
 
-def _dataloader(dataset: IterableDataset, cfg: DataConfig, num_workers: int, pin_memory: bool) -> DataLoader:
+def _dataloader(dataset: IterableDataset, cfg: DataConfig, num_workers: int, pin_memory: bool,
+                seed: int = 0) -> DataLoader:
     if num_workers > 0:
         # The tokenizer runs in forked workers; its own thread pool would deadlock/warn there.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Without a generator the DataLoader draws its base seed from the global torch RNG when it is
+    # first iterated: in training that is after a resume restored the RNG state, so every later
+    # dropout mask would shift by one draw against the uninterrupted run. Our streams seed their own
+    # shuffles, so the loader's generator only has to keep its hands off the global RNG.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      prefetch_factor=cfg.prefetch_factor if num_workers > 0 else None)
+                      prefetch_factor=cfg.prefetch_factor if num_workers > 0 else None,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def build_train_loader(cfg: DataConfig, tokenizer: Any, *, image_size: int, batch_size: int, seed: int,
@@ -326,7 +333,7 @@ def build_train_loader(cfg: DataConfig, tokenizer: Any, *, image_size: int, batc
     stream = TrainStream(urls, cfg, Collator(tokenizer, cfg.max_length), image_size=image_size,
                          batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                          skip_batches=skip_batches)
-    return ShardLoader(_dataloader(stream, cfg, cfg.num_workers, pin_memory))
+    return ShardLoader(_dataloader(stream, cfg, cfg.num_workers, pin_memory, seed=seed))
 
 
 def build_eval_loader(cfg: DataConfig, tokenizer: Any, *, image_size: int, batch_size: int, rank: int = 0,

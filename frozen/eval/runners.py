@@ -22,6 +22,7 @@ from frozen.errors import DataError
 from frozen.eval import tasks as T
 from frozen.eval.harness import Harness
 from frozen.eval.metrics import caption_scores, exact_match, strict_match, vqa_accuracy
+from frozen.model.loss import summed_token_loss
 from frozen.train import dist
 
 
@@ -131,13 +132,10 @@ def perplexity(h: Harness, items: list[Any], black: bool = False) -> float:
     h.model.eval()
     for start in range(0, len(items), h.cfg.batch_size):
         batch = collate(items[start : start + h.cfg.batch_size])
-        labels = batch["labels"]
-        n = int((labels != -100).sum())
-        with h.autocast:
-            images = torch.zeros_like(batch["images"]) if black else batch["images"]  # [B, 3, S, S]
-            out = h.model(images, batch["input_ids"], batch["attention_mask"], labels=labels,
-                          num_items_in_batch=max(n, 1))
-        totals += torch.tensor([out.loss.float().item() * n, n], dtype=torch.float64)
+        if black:
+            batch["images"] = torch.zeros_like(batch["images"])  # [B, 3, S, S]
+        summed, n = summed_token_loss(h.model, batch, h.autocast)
+        totals += torch.tensor([summed, n], dtype=torch.float64)
     totals = dist.all_reduce_sum(totals.to(h.info.device)).cpu()
     return math.exp(min(50.0, (totals[0] / totals[1].clamp(min=1)).item()))
 

@@ -41,14 +41,15 @@ class FrozenOutput:
 class FrozenModel(nn.Module):
     """Vision backbone -> prefix mapper -> frozen LM. See the README for usage."""
 
-    def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None):
+    def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None, lm_on_meta: bool = False):
+        """``lm_on_meta``: the LM's architecture without weights (``trainer.strategy=fsdp``, ranks > 0)."""
         super().__init__()
         self.model_cfg = model_cfg = model_cfg or ModelConfig()
         self.lm_cfg = lm_cfg = lm_cfg or LMConfig()
         # k >= 1, image_size and the mapper kind were checked by ModelConfig (frozen.config) on construction.
         self.vision = build_vision(model_cfg.vision, pretrained=model_cfg.vision_pretrained)
         self.lm, self.tokenizer = load_lm(
-            lm_cfg.name, dtype=lm_cfg.dtype, trainable=lm_cfg.trainable, from_scratch=lm_cfg.from_scratch
+            lm_cfg.name, dtype=lm_cfg.dtype, trainable=lm_cfg.trainable, from_scratch=lm_cfg.from_scratch, on_meta=lm_on_meta
         )
         # C read off the backbone, D off the LM's input embedding: never duplicated in config.
         self.mapper = PrefixMapper(

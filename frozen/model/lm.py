@@ -226,12 +226,13 @@ def load_tokenizer(path: str):
 
 
 def load_lm(
-    name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False
+    name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False, on_meta: bool = False
 ) -> tuple[nn.Module, object]:
     """Load ``(lm, tokenizer)``; freeze the LM unless ``trainable`` (the paper's finetuned ablation).
 
     ``from_scratch`` keeps the architecture and tokenizer but re-initialises the weights (the paper's
-    "LM from scratch" ablation; implies trainable).
+    "LM from scratch" ablation; implies trainable). ``on_meta`` builds the architecture on the meta
+    device without reading or allocating any weight (FSDP ranks that receive their shards from rank 0).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -242,7 +243,10 @@ def load_lm(
     try:
         with quiet_transformers():
             tok = load_tokenizer(path)
-            if from_scratch:
+            if on_meta:
+                with torch.device("meta"):
+                    lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=DTYPES[dtype])
+            elif from_scratch:
                 lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=DTYPES[dtype])
             else:
                 lm = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])

@@ -71,7 +71,9 @@ def resolve_load_path(load_path: str) -> Path:
     if path.is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise FileNotFoundError(f"load_path={load_path} holds no {CKPT_DIR}/step_*.pt; point it at a run directory or .pt file")
+            raise FileNotFoundError(
+                f"load_path={load_path} holds no {CKPT_DIR}/step_*.pt; point it at a run directory or .pt file"
+            )
         return latest
     raise FileNotFoundError(f"load_path={load_path} does not exist; give a checkpoint .pt or a run directory")
 
@@ -96,4 +98,3 @@ def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
 
 def load(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
-

@@ -126,7 +126,9 @@ def spawn(fn: Callable[..., Any], args: tuple, num_local: int, num_nodes: int = 
     if num_nodes > 1:
         missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if v not in os.environ]
         if missing:
-            raise RuntimeError(f"num_nodes={num_nodes} needs {', '.join(missing)} in the environment (or launch with torchrun)")
+            raise RuntimeError(
+                f"num_nodes={num_nodes} needs {', '.join(missing)} in the environment (or launch with torchrun)"
+            )
         node_rank = int(os.environ["NODE_RANK"])
     else:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

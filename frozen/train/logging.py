@@ -123,7 +123,9 @@ class RunLogger:
         """Validation results and other one-off numbers: jsonl + W&B, no bar update."""
         if not self.active:
             return
-        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}) + "\n")
+        self._jsonl.write(
+            json.dumps({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}) + "\n"
+        )
         self._jsonl.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)

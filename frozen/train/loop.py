@@ -14,7 +14,6 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,15 @@ from frozen.train import dist
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
+from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
 from frozen.train.logging import RunLogger, console
+from frozen.train.step import autocast_context, resolve_precision, train_step
 from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
+from frozen.model.loss import summed_token_loss
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where the hardware has native bf16 (recent GPUs, AVX512-BF16/AMX CPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
 
 
 def lr_at(step: int, cfg) -> float:
@@ -59,6 +51,7 @@ def lr_at(step: int, cfg) -> float:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, checkpoint and export one run; returns final metrics. Re-entrant (Hydra multirun)."""
     validate_train_config(cfg)
+    check_strategy(cfg)
     cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or "outputs/run")
     t = cfg.trainer
     # ------------------------------------------------------------------ setup
@@ -68,15 +61,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.set_num_threads(t.threads)
     micro_bs, accum = accumulation_steps(cfg, info.world_size)
     precision = resolve_precision(t.precision, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    autocast = autocast_context(precision, device)
     run_dir = Path(cfg.run_dir)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
 
     # ------------------------------------------------------------------ model + optimizer
-    model = FrozenModel(cfg.model, cfg.lm).to(device)
+    fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
+    # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp)
+    model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
     params = model.trainable_parameters()
@@ -137,10 +132,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         total_steps=t.max_steps,
         start_step=start_step,
     )
+    lm_held, lm_whole = resident_lm_bytes(model.lm)
+    strategy = "fsdp" if fsdp else "ddp" if info.enabled else "1 process"
     logger.print(
         f"[bold]frozen[/bold] {cfg.lm.name} + {cfg.model.vision} k={cfg.model.num_prefix_tokens} | "
-        f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable | {info.world_size} proc x {micro_bs} x {accum} accum "
-        f"= batch {t.batch_size} | {precision} on {device.type} | run dir {run_dir}"
+        f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable | {info.world_size} proc x {micro_bs} x {accum} "
+        f"accum = batch {t.batch_size} | {precision} on {device.type} | {strategy} (LM held by rank 0: "
+        f"{lm_held / 2**20:.1f} of {lm_whole / 2**20:.1f} MiB) | run dir {run_dir}"
         + (f" | resumed from {resume_from} at step {start_step}" if resume_from else "")
     )
 
@@ -156,48 +154,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             micro_batches = [next(batches) for _ in range(accum)]
             for b in micro_batches:
                 skip_counter.update(b)
-            # Normalise by the global number of target tokens so that the update is independent of
-            # how the batch is split over processes and micro-steps.
-            num_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-            global_targets = int(dist.all_reduce_sum(torch.tensor([num_targets], device=device)).item())
-            loss_sum = torch.zeros((), device=device)
-            for i, batch in enumerate(micro_batches):
-                images = batch["images"].to(device, non_blocking=True)
-                if t.blind:
-                    images = torch.zeros_like(images)  # train-blind ablation: no visual information
-                sync = i == accum - 1 or not info.enabled
-                with (nullcontext() if sync else ddp_model.no_sync()), autocast:
-                    out = ddp_model(
-                        images,
-                        batch["input_ids"].to(device),
-                        batch["attention_mask"].to(device),
-                        labels=batch["labels"].to(device),
-                        num_items_in_batch=max(global_targets, 1),
-                    )
-                # out.loss = (this micro-batch's summed CE) / global_targets; DDP averages gradients
-                # over ranks, so scale by world size to get the gradient of the global mean.
-                scaler.scale(out.loss * info.world_size).backward()
-                loss_sum += out.loss.detach().float()
-
-            grad_norm = torch.zeros((), device=device)
-            if t.grad_clip > 0 or precision == "fp16":
-                scaler.unscale_(optimizer)
-            if t.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            global_loss = dist.all_reduce_sum(loss_sum.clone())  # sum of per-rank shares = global mean
-            finite = bool(torch.isfinite(global_loss)) and bool(torch.isfinite(grad_norm))
-            if finite or precision == "fp16":  # fp16: the scaler skips inf steps and lowers its scale
-                scaler.step(optimizer)
-                scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            result = train_step(
+                ddp_model,
+                optimizer,
+                params,
+                micro_batches,
+                device=device,
+                autocast=autocast,
+                scaler=scaler,
+                grad_clip=t.grad_clip,
+                world_size=info.world_size,
+                blind=t.blind,
+            )
+            global_loss, grad_norm, finite = result.loss, result.grad_norm, result.finite
             if not finite:
                 consecutive_nonfinite += 1
                 nonfinite_total += 1
-                logger.print(f"[yellow]step {step + 1}: non-finite loss/grad, step skipped ({consecutive_nonfinite} in a row)[/yellow]")
+                logger.print(
+                    f"[yellow]step {step + 1}: non-finite loss/grad, step skipped "
+                    f"({consecutive_nonfinite} in a row)[/yellow]"
+                )
                 if consecutive_nonfinite >= t.max_nonfinite:
                     _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, nonfinite_total, logger)
                     raise NonFiniteLossError(
-                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient (last at step {step + 1}); "
+                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+                        f"(last at step {step + 1}); "
                         f"checkpoint saved in {run_dir / ckpt.CKPT_DIR}: lower trainer.lr, use trainer.precision=fp32 "
                         "or bf16, or check the data"
                     )
@@ -233,15 +214,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model.save_pretrained(export, metadata={"trained_blind": bool(t.blind)})  # evaluation reads it
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
-        return {"loss": loss_value, "step": final_step, "export": str(export), "run_dir": str(run_dir), **val,
-                "skipped_samples": skip_counter.total(), "nonfinite_steps": nonfinite_total}
+        return {
+            "loss": loss_value,
+            "step": final_step,
+            "export": str(export),
+            "run_dir": str(run_dir),
+            **val,
+            "skipped_samples": skip_counter.total(),
+            "nonfinite_steps": nonfinite_total,
+        }
     finally:
         logger.finish()
         dist.cleanup()
 
 
 @torch.no_grad()
-def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: RunLogger, step: int, autocast) -> dict[str, float]:
+def validate(
+    cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: RunLogger, step: int, autocast
+) -> dict[str, float]:
     """Mean caption loss over ``val_batches`` validation batches (all ranks) + sample captions (rank 0)."""
     if not cfg.data.val_shards:
         return {}
@@ -250,29 +240,48 @@ def validate(cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: 
     loss_sum = torch.zeros(2, device=info.device)  # [summed CE, number of target tokens]
     samples: list[tuple[torch.Tensor, str]] = []
     loader = build_eval_loader(
-        cfg.data, model.tokenizer, image_size=cfg.model.image_size, batch_size=cfg.per_gpu_batchsize or 16,
-        rank=info.rank, world_size=info.world_size,
+        cfg.data,
+        model.tokenizer,
+        image_size=cfg.model.image_size,
+        batch_size=cfg.per_gpu_batchsize or 16,
+        rank=info.rank,
+        world_size=info.world_size,
     )
-    for i, batch in enumerate(loader):
-        if i >= t.val_batches:
-            break
-        labels = batch["labels"].to(info.device)
-        n = int((labels != -100).sum())
-        with autocast:
-            out = model(batch["images"], batch["input_ids"], batch["attention_mask"], labels=labels, num_items_in_batch=max(n, 1))
-        loss_sum += torch.tensor([out.loss.float().item() * n, n], device=info.device)
+    batches = [batch for _, batch in zip(range(t.val_batches), loader)]
+    if cfg.trainer.strategy == "fsdp" and info.enabled:
+        # Sharded LM: every forward is a collective, so all ranks run the same number of batches.
+        count = torch.tensor([len(batches)], device=info.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+        batches = batches[: int(count)]
+    for batch in batches:
+        summed, n = summed_token_loss(model, {**batch, "labels": batch["labels"].to(info.device)}, autocast)
+        loss_sum += torch.tensor([summed, n], device=info.device)
         if len(samples) < t.num_sample_captions:
             samples += list(zip(batch["images"], batch["texts"]))[: t.num_sample_captions - len(samples)]
     dist.all_reduce_sum(loss_sum)
     val_loss = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
     metrics = {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50))}
-    if info.is_main and samples:
-        captions = model.generate([[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"])
+    if samples and cfg.trainer.strategy == "fsdp" and info.enabled:
+        # Generation on rank 0 alone would wait forever for the other ranks' shards.
+        logger.print(
+            f"[cyan]step {step} val loss {val_loss:.3f}[/cyan] (no sample captions under trainer.strategy=fsdp: "
+            "caption the export with evaluate.py, which holds the LM whole on each process)"
+        )
+    elif info.is_main and samples:
+        captions = model.generate(
+            [[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"]
+        )
         logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan]")
         for (_, ref), gen in list(zip(samples, captions))[:4]:
             logger.print(f"  [dim]ref[/dim] {ref.strip()!r:40}  [dim]gen[/dim] {gen!r}")
         images = [(img.permute(1, 2, 0).clamp(0, 1) * 255).byte().cpu().numpy() for img, _ in samples]
-        logger.table("val/samples", step, ["image", "reference", "generated"], [[im, r, g] for im, (_, r), g in zip(images, samples, captions)])
+        logger.table(
+            "val/samples",
+            step,
+            ["image", "reference", "generated"],
+            [[im, r, g] for im, (_, r), g in zip(images, samples, captions)],
+        )
     logger.event(step, metrics)
     return metrics
 
@@ -286,7 +295,11 @@ def _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, no
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": rng,
-            "data": {"skipped": dict(skip_counter.counts), "samples": skip_counter.samples, "truncated": skip_counter.truncated},
+            "data": {
+                "skipped": dict(skip_counter.counts),
+                "samples": skip_counter.samples,
+                "truncated": skip_counter.truncated,
+            },
             "nonfinite_total": nonfinite_total,
             "config": _plain_config(cfg),
         }
@@ -297,6 +310,7 @@ def _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, no
 
 def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved config as plain containers (W&B config, checkpoint metadata)."""
+
     def plain(value):
         if dataclasses.is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -312,15 +326,26 @@ def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
 # Settings that fix the order of training batches: changing one keeps the run resumable, but the
 # continuation then reads other batches than the uninterrupted run would have.
 _DATA_ORDER_KEYS = (
-    ("data", "train_shards"), ("data", "data_root"), ("data", "shuffle_buffer"), ("data", "num_workers"),
-    ("trainer", "batch_size"), ("per_gpu_batchsize",), ("num_gpus",), ("num_nodes",), ("seed",),
+    ("data", "train_shards"),
+    ("data", "data_root"),
+    ("data", "shuffle_buffer"),
+    ("data", "num_workers"),
+    ("trainer", "batch_size"),
+    ("per_gpu_batchsize",),
+    ("num_gpus",),
+    ("num_nodes",),
+    ("seed",),
 )
 
 
 def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
     for section in ("model", "lm"):
         if saved.get(section) != now[section]:
-            diff = {k: (saved.get(section, {}).get(k), v) for k, v in now[section].items() if saved.get(section, {}).get(k) != v}
+            diff = {
+                k: (saved.get(section, {}).get(k), v)
+                for k, v in now[section].items()
+                if saved.get(section, {}).get(k) != v
+            }
             raise FrozenConfigError(
                 f"{path} was trained with a different {section} config {diff} (saved, now); "
                 f"{action} the same settings or start a new run directory"
@@ -336,5 +361,7 @@ def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log) 
         for k in keys:
             old, new = (old or {}).get(k), (new or {}).get(k)
         if old != new:
-            log(f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
-                "but on a different batch order than an uninterrupted run[/yellow]")
+            log(
+                f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
+                "but on a different batch order than an uninterrupted run[/yellow]"
+            )

@@ -11,44 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.config import LMConfig, LoggerConfig, ModelConfig, TrainConfig, TrainerConfig
-from frozen.config import DataConfig
+from frozen.config import LoggerConfig, TrainConfig, TrainerConfig
 from frozen.errors import FrozenConfigError
+from trainkit import losses, make_cfg, trained_weights
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_cfg(run_dir, data_root, lm_dir, **trainer) -> TrainConfig:
-    t = dict(max_steps=6, batch_size=8, lr=1e-2, precision="fp32", device="cpu", log_every=1, val_every=0,
-             ckpt_every=0, keep_last=10, num_sample_captions=2, val_batches=2)
-    t.update(trainer)
-    return TrainConfig(
-        model=ModelConfig(vision="tiny_cnn", image_size=32, num_prefix_tokens=2),
-        lm=LMConfig(name=str(lm_dir)),
-        data=DataConfig(train_shards="caps/train-*.tar", val_shards="caps/val-*.tar", data_root=str(data_root),
-                        num_workers=0, shuffle_buffer=0, max_length=16),
-        trainer=TrainerConfig(**t),
-        logger=LoggerConfig(backend="none"),
-        data_root=str(data_root),
-        run_dir=str(run_dir),
-        seed=0,
-    )
-
-
-def losses(run_dir) -> dict[int, float]:
-    """step -> loss from metrics.jsonl; a re-run step keeps its last value."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
-
-
-def trained_weights(run_dir) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(run_dir) / "export" / "model.safetensors"))
 
 
 def test_short_run_lowers_loss_checkpoints_and_exports(tmp_path, caption_data, tiny_gpt2):
@@ -95,7 +62,9 @@ def test_load_path_resumes_into_a_new_directory(tmp_path, caption_data, tiny_gpt
 
     first = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=3)
     train(first)
-    second = dataclasses.replace(make_cfg(tmp_path / "b", caption_data, tiny_gpt2, max_steps=5), load_path=str(tmp_path / "a"))
+    second = dataclasses.replace(
+        make_cfg(tmp_path / "b", caption_data, tiny_gpt2, max_steps=5), load_path=str(tmp_path / "a")
+    )
     train(second)
     assert sorted(losses(second.run_dir)) == [4, 5]
 
@@ -105,7 +74,11 @@ def test_resume_with_another_model_config_fails(tmp_path, caption_data, tiny_gpt
 
     cfg = make_cfg(tmp_path / "a", caption_data, tiny_gpt2, max_steps=2)
     train(cfg)
-    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_prefix_tokens=3), trainer=dataclasses.replace(cfg.trainer, max_steps=4))
+    other = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, num_prefix_tokens=3),
+        trainer=dataclasses.replace(cfg.trainer, max_steps=4),
+    )
     with pytest.raises(FrozenConfigError, match="different model config.*num_prefix_tokens"):
         train(other)
 
@@ -122,8 +95,11 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, cap
 
     one = make_cfg(tmp_path / "one", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
     train(one)
-    two = dataclasses.replace(make_cfg(tmp_path / "two", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
-                              num_gpus=2, per_gpu_batchsize=4)
+    two = dataclasses.replace(
+        make_cfg(tmp_path / "two", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
+        num_gpus=2,
+        per_gpu_batchsize=4,
+    )
     dist.spawn(_train_in_worker, (two,), num_local=2)
     a, b = trained_weights(one.run_dir), trained_weights(two.run_dir)
     # Equal up to float summation order: Adam's normalisation turns ~1e-8 gradient noise into weight
@@ -138,8 +114,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, caption_data, tin
     from frozen.train.loop import train
 
     big = make_cfg(tmp_path / "big", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
-    acc = dataclasses.replace(make_cfg(tmp_path / "acc", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3),
-                              per_gpu_batchsize=4)
+    acc = dataclasses.replace(
+        make_cfg(tmp_path / "acc", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3), per_gpu_batchsize=4
+    )
     train(big)
     train(acc)
     a, b = trained_weights(big.run_dir), trained_weights(acc.run_dir)
@@ -169,7 +146,9 @@ def test_nonfinite_step_is_skipped_and_counted(tmp_path, caption_data, tiny_gpt2
     result = train(make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=5))
     assert result["nonfinite_steps"] == 1
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["nonfinite_steps"] == 1 and all(torch.isfinite(p).all() for p in trained_weights(tmp_path / "run").values())
+    assert records[-1]["nonfinite_steps"] == 1 and all(
+        torch.isfinite(p).all() for p in trained_weights(tmp_path / "run").values()
+    )
 
 
 def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, caption_data, tiny_gpt2, monkeypatch):
@@ -187,7 +166,11 @@ def test_lr_schedules():
 
     cfg = TrainConfig(trainer=TrainerConfig(lr=1.0, warmup_steps=4, max_steps=14, schedule="cosine", min_lr_ratio=0.1))
     assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_at(4, cfg) == pytest.approx(1.0) and lr_at(9, cfg) == pytest.approx(0.55) and lr_at(14, cfg) == pytest.approx(0.1)
+    assert (
+        lr_at(4, cfg) == pytest.approx(1.0)
+        and lr_at(9, cfg) == pytest.approx(0.55)
+        and lr_at(14, cfg) == pytest.approx(0.1)
+    )
     const = TrainConfig(trainer=TrainerConfig(lr=3e-4, schedule="constant"))
     assert lr_at(0, const) == lr_at(10_000, const) == 3e-4
 
@@ -204,8 +187,14 @@ def test_batch_split_validation():
 
 # ------------------------------------------------------------------------------ the CLI (Hydra)
 def _cli(*args, cwd=REPO, timeout=300):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,9 +215,17 @@ def test_bad_overrides_fail_fast_with_their_message(override, message, tmp_path)
 
 def test_multirun_sweep_of_two_jobs(tmp_path, caption_data, tiny_gpt2):
     proc = _cli(
-        "train.py", "-m", "experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}",
-        "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", "trainer.max_steps=2",
-        "trainer.val_every=0", "trainer.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path}/sweep",
+        "train.py",
+        "-m",
+        "experiment=debug",
+        f"lm.name={tiny_gpt2}",
+        f"data_root={caption_data}",
+        "data.train_shards=caps/train-*.tar",
+        "data.val_shards=caps/val-*.tar",
+        "trainer.max_steps=2",
+        "trainer.val_every=0",
+        "trainer.lr=1e-3,1e-2",
+        f"hydra.sweep.dir={tmp_path}/sweep",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").iterdir())
@@ -286,8 +283,9 @@ def test_init_from_an_export_starts_from_its_weights(tmp_path, caption_data, tin
     first = make_cfg(tmp_path / "first", caption_data, tiny_gpt2, max_steps=3)
     train(first)
     # A tiny learning rate: the fine-tuned weights stay those of the export, not a fresh init.
-    tuned = dataclasses.replace(make_cfg(tmp_path / "tuned", caption_data, tiny_gpt2, max_steps=2, lr=1e-12),
-                                init_from=str(tmp_path / "first"))
+    tuned = dataclasses.replace(
+        make_cfg(tmp_path / "tuned", caption_data, tiny_gpt2, max_steps=2, lr=1e-12), init_from=str(tmp_path / "first")
+    )
     train(tuned)
     a, b = trained_weights(first.run_dir), trained_weights(tuned.run_dir)
     for name in a:
@@ -296,7 +294,8 @@ def test_init_from_an_export_starts_from_its_weights(tmp_path, caption_data, tin
     train(fresh)
     assert any((trained_weights(fresh.run_dir)[n] - a[n]).abs().max() > 1e-3 for n in a)
     assert sorted(losses(tuned.run_dir)) == [1, 2]  # step count starts at 0
-    other = dataclasses.replace(tuned, run_dir=str(tmp_path / "other"),
-                                model=dataclasses.replace(tuned.model, num_prefix_tokens=3))
+    other = dataclasses.replace(
+        tuned, run_dir=str(tmp_path / "other"), model=dataclasses.replace(tuned.model, num_prefix_tokens=3)
+    )
     with pytest.raises(FrozenConfigError, match="num_prefix_tokens"):
         train(other)

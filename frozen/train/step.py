@@ -1,0 +1,106 @@
+"""One optimizer step, written once: the training loop calls it every step and ``scripts/bench.py`` times it.
+
+A step takes ``accum`` micro-batches of this process (each ``images [B_micro, 3, S, S]`` and
+``input_ids / attention_mask / labels [B_micro, T]``): the loss of each is its summed caption-token
+cross-entropy divided by the number of target tokens of the whole global batch (all ranks, all
+micro-steps), so N processes of batch b compute the same update as one process of batch N*b.
+Backward runs under ``no_sync`` on every micro-step but the last (one gradient all-reduce per step),
+then gradients are unscaled (fp16), clipped, and the optimizer steps unless the loss or gradient is
+not finite (the caller counts those and stops a run that keeps failing).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from frozen.train import dist
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware has native bf16 (recent GPUs, AVX512-BF16/AMX CPUs), else
+    fp16 on older GPUs and fp32 on other CPUs; any other value is returned as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+def autocast_context(precision: str, device: torch.device) -> AbstractContextManager:
+    """``torch.autocast`` for bf16/fp16, a no-op context for fp32 (reusable across steps)."""
+    dtype = AMP_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # scalar fp32: the global mean caption-token loss of this step (all ranks)
+    grad_norm: torch.Tensor  # scalar: global gradient norm before clipping (0 when clipping is off)
+    finite: bool  # False: the optimizer did not step (except fp16, whose scaler skips inf steps itself)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    micro_batches: Sequence[dict[str, Any]],
+    *,
+    device: torch.device,
+    autocast: AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float = 1.0,
+    world_size: int = 1,
+    blind: bool = False,
+) -> StepResult:
+    """One optimizer step over this process's ``micro_batches`` (see the module docstring).
+
+    ``model`` is what to call: a FrozenModel, or its DistributedDataParallel wrapper when
+    ``world_size > 1`` (its ``no_sync`` skips the all-reduce on accumulation micro-steps). ``blind``
+    replaces every image by zeros (the paper's train-blind ablation). Gradients are zeroed after
+    the step (``set_to_none``).
+    """
+    autocast = autocast if autocast is not None else nullcontext()
+    scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
+    # Normalise by the global number of target tokens so that the update is independent of how the
+    # batch is split over processes and micro-steps.
+    num_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+    global_targets = int(dist.all_reduce_sum(torch.tensor([num_targets], device=device)).item())
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        images = batch["images"].to(device, non_blocking=True)
+        if blind:
+            images = torch.zeros_like(images)  # train-blind ablation: no visual information
+        sync = i == len(micro_batches) - 1 or world_size == 1
+        with nullcontext() if sync else model.no_sync(), autocast:
+            out = model(
+                images,
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                labels=batch["labels"].to(device),
+                num_items_in_batch=max(global_targets, 1),
+            )
+        # out.loss = (this micro-batch's summed CE) / global_targets; DDP averages gradients over
+        # ranks, so scale by world size to get the gradient of the global mean.
+        scaler.scale(out.loss * world_size).backward()
+        loss_sum += out.loss.detach().float()
+
+    grad_norm = torch.zeros((), device=device)
+    if grad_clip > 0 or scaler.is_enabled():
+        scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    global_loss = dist.all_reduce_sum(loss_sum.clone())  # sum of per-rank shares = global mean
+    finite = bool(torch.isfinite(global_loss)) and bool(torch.isfinite(grad_norm))
+    if finite or scaler.is_enabled():  # fp16: the scaler skips inf steps and lowers its scale
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=global_loss, grad_norm=grad_norm, finite=finite)
