@@ -49,7 +49,11 @@ class FrozenModel(nn.Module):
         # k >= 1, image_size and the mapper kind were checked by ModelConfig (frozen.config) on construction.
         self.vision = build_vision(model_cfg.vision, pretrained=model_cfg.vision_pretrained)
         self.lm, self.tokenizer = load_lm(
-            lm_cfg.name, dtype=lm_cfg.dtype, trainable=lm_cfg.trainable, from_scratch=lm_cfg.from_scratch, on_meta=lm_on_meta
+            lm_cfg.name,
+            dtype=lm_cfg.dtype,
+            trainable=lm_cfg.trainable,
+            from_scratch=lm_cfg.from_scratch,
+            on_meta=lm_on_meta,
         )
         # C read off the backbone, D off the LM's input embedding: never duplicated in config.
         self.mapper = PrefixMapper(

@@ -8,9 +8,9 @@ import json
 import shutil
 
 import pytest
+from trainkit import assert_same_weights, losses, make_cfg, trained_weights
 
 from frozen.errors import FrozenConfigError
-from trainkit import assert_same_weights, losses, make_cfg, trained_weights
 
 
 def _train_in_worker(cfg):

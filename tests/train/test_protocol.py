@@ -8,7 +8,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from trainkit import assert_same_weights, losses, make_cfg, metrics, trained_weights, write_varied_shard
 
 # Per epoch of bad/train-000000.tar (20 samples, batch 4, no shuffle, no workers), by hand:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainkit import losses, make_cfg, trained_weights
 
 from frozen.config import LoggerConfig, TrainConfig, TrainerConfig
 from frozen.errors import FrozenConfigError
-from trainkit import losses, make_cfg, trained_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
