@@ -134,7 +134,7 @@ def show_result(model, result: dict) -> None:
     left.caption(f"{result['seconds'] * 1000:.0f} ms")
     if "blind_answer" not in result:
         return
-    right.markdown("**Blind: the same prompt, images removed**")
+    right.markdown("**No image: the same prompt, images removed**")
     right.info(f"Answer: {result['blind_answer']!r}")
     right.caption(f"{result['blind_seconds'] * 1000:.0f} ms · prompt {result['blind_prompt']!r}")
     st.subheader("Next-token probabilities at the first answer step")

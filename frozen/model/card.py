@@ -4,7 +4,7 @@ The Hugging Face Hub renders it: YAML front matter (license, library_name, tags,
 frozen LM, built with ``huggingface_hub.ModelCardData``) and a Markdown body saying which LM the
 export needs (name and revision when known), the backbone, k, the image size, the training data and
 steps when known, the results rows of the last evaluation when a ``results.json`` is given or lies
-next to the export (image and blind conditions side by side), and how to load it.
+next to the export (image and no_image conditions side by side), and how to load it.
 
 Training facts come from an explicit ``metadata`` dict, else from the run that wrote the export
 (``<run>/export``): its last checkpoint's config and step, or ``<run>/.hydra/config.yaml``.
@@ -133,17 +133,25 @@ def _cell(row: dict) -> str:
 
 
 def results_table(rows: list[dict]) -> str:
-    """One line per (task, metric, shots), one column per condition (image, blind, ...), in order of appearance."""
+    """One line per (task, metric, setting), one column per condition (image, no_image, ...), in order of appearance.
+
+    A row's setting is its shots (VQA, captioning) or its episode grid point (ways, inner shots, repeats,
+    task induction): the keys :data:`frozen.eval.report.SETTING_KEYS` names.
+    """
+    from frozen.eval.report import SETTING_KEYS  # at call time: frozen.eval imports frozen.model, not the reverse
+
     conditions: list[str] = []
     cells: dict[tuple, dict[str, str]] = {}
     for row in rows:
         cond = str(row.get("condition", "image"))
         if cond not in conditions:
             conditions.append(cond)
-        cells.setdefault((row.get("task"), row.get("metric"), row.get("shots")), {})[cond] = _cell(row)
-    lines = ["| task | metric | shots | " + " | ".join(conditions) + " |", "|---" * (3 + len(conditions)) + "|"]
-    for (task, metric, shots), by_cond in cells.items():
-        lines.append(f"| {task} | {metric} | {shots} | " + " | ".join(by_cond.get(c, "–") for c in conditions) + " |")
+        setting = ", ".join(f"{k}={row[k]}" for k in SETTING_KEYS if k in row and k != "shots")
+        setting = setting or str(row.get("shots", ""))
+        cells.setdefault((row.get("task"), row.get("metric"), setting), {})[cond] = _cell(row)
+    lines = ["| task | metric | setting | " + " | ".join(conditions) + " |", "|---" * (3 + len(conditions)) + "|"]
+    for (task, metric, setting), by_cond in cells.items():
+        lines.append(f"| {task} | {metric} | {setting} | " + " | ".join(by_cond.get(c, "–") for c in conditions) + " |")
     return "\n".join(lines)
 
 
@@ -229,7 +237,8 @@ def model_card(
         body += [
             "## Results of the last evaluation",
             "",
-            "`blind` sends no image anywhere: what the LM guesses from the text alone."
+            "`no_image` sends no image anywhere: what the LM guesses from the text alone; `black_images` keeps the "
+            "prefix of an all-black image (the train-blind baseline)."
             + (f" From `{source}`." if source else ""),
             "",
             results_table(rows),

@@ -51,7 +51,7 @@ def test_app_answers_in_a_real_browser(chromium, tiny_export, tmp_path):
         app_server.stop(proc)
     assert proc.poll() is not None, "the server is still running"
     assert "The prompt as the model sees it" in text and "With the images" in text
-    assert "Blind: the same prompt, images removed" in text
+    assert "No image: the same prompt, images removed" in text
     assert re.search(r"Answer: '.*'", text), text[-2000:]
     assert "Q: what color is the shape? A: yellow" in text  # the 1-shot preset's demonstration
     assert "Next-token probabilities at the first answer step" in text

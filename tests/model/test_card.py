@@ -10,16 +10,47 @@ import torch
 
 from frozen.model.card import CARD_MARKER, model_card, results_table
 
-CONFIG = {"model": {"vision": "resnet18", "vision_pretrained": False, "num_prefix_tokens": 2, "mapper": "linear",
-                    "image_size": 64},
-          "lm": {"name": "smollm2-135m-instruct-gguf", "dtype": "float32", "trainable": False, "from_scratch": False}}
+CONFIG = {
+    "model": {
+        "vision": "resnet18",
+        "vision_pretrained": False,
+        "num_prefix_tokens": 2,
+        "mapper": "linear",
+        "image_size": 64,
+    },
+    "lm": {"name": "smollm2-135m-instruct-gguf", "dtype": "float32", "trainable": False, "from_scratch": False},
+}
 ROWS = [
-    {"task": "easyvqa_vqa", "metric": "vqa_accuracy", "shots": 0, "condition": "image", "mean": 0.675, "stddev": 0.0,
-     "num_examples": 80, "num_trials": 1},
-    {"task": "easyvqa_vqa", "metric": "vqa_accuracy", "shots": 0, "condition": "blind", "mean": 0.0625, "stddev": 0.0,
-     "num_examples": 80, "num_trials": 1},
-    {"task": "easyvqa_vqa", "metric": "vqa_accuracy", "shots": 1, "condition": "image", "mean": 0.381, "stddev": 0.062,
-     "num_examples": 80, "num_trials": 2},
+    {
+        "task": "easyvqa_vqa",
+        "metric": "vqa_accuracy",
+        "shots": 0,
+        "condition": "image",
+        "mean": 0.675,
+        "stddev": 0.0,
+        "num_examples": 80,
+        "num_trials": 1,
+    },
+    {
+        "task": "easyvqa_vqa",
+        "metric": "vqa_accuracy",
+        "shots": 0,
+        "condition": "no_image",
+        "mean": 0.0625,
+        "stddev": 0.0,
+        "num_examples": 80,
+        "num_trials": 1,
+    },
+    {
+        "task": "easyvqa_vqa",
+        "metric": "vqa_accuracy",
+        "shots": 1,
+        "condition": "image",
+        "mean": 0.381,
+        "stddev": 0.062,
+        "num_examples": 80,
+        "num_trials": 2,
+    },
 ]
 
 
@@ -46,10 +77,32 @@ def test_card_front_matter_and_facts_for_the_packaged_lm():
 
 def test_results_table_pivots_conditions_side_by_side():
     lines = results_table(ROWS).splitlines()
-    assert lines[0] == "| task | metric | shots | image | blind |"
+    assert lines[0] == "| task | metric | setting | image | no_image |"
     assert lines[2] == "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |"
-    assert lines[3] == "| easyvqa_vqa | vqa_accuracy | 1 | 0.381 ± 0.062 | – |"  # no blind row for 1 shot
+    assert lines[3] == "| easyvqa_vqa | vqa_accuracy | 1 | 0.381 ± 0.062 | – |"  # no no_image row for 1 shot
     assert len(lines) == 4
+
+
+def test_results_table_keeps_each_episode_setting_on_its_own_line():
+    episode = {
+        "task": "binding",
+        "metric": "accuracy",
+        "ways": 2,
+        "inner_shots": 1,
+        "repeats": 0,
+        "stddev": 0.0,
+        "num_examples": 60,
+        "num_trials": 1,
+    }
+    rows = [
+        episode | {"task_induction": False, "condition": "image", "mean": 0.4},
+        episode | {"task_induction": True, "condition": "image", "mean": 0.6},
+    ]
+    lines = results_table(rows).splitlines()
+    assert lines[2:] == [
+        "| binding | accuracy | ways=2, inner_shots=1, repeats=0, task_induction=False | 0.400 |",
+        "| binding | accuracy | ways=2, inner_shots=1, repeats=0, task_induction=True | 0.600 |",
+    ]
 
 
 def test_unknown_metadata_key_is_an_error():
@@ -61,7 +114,8 @@ def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(
-        "data:\n  train_shards: caps/train-{000000..000003}.tar\ntrainer:\n  max_steps: 123\n  batch_size: 16\n")
+        "data:\n  train_shards: caps/train-{000000..000003}.tar\ntrainer:\n  max_steps: 123\n  batch_size: 16\n"
+    )
     (run / "results.json").write_text(json.dumps({"rows": ROWS}))
     export = tiny_model.save_pretrained(run / "export")
     card = _card(export / "README.md")
@@ -76,9 +130,18 @@ def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_
     # the run's last checkpoint (what the training loop writes just before the export) wins over Hydra's yaml
     (run / "checkpoints").mkdir()
     for step in (40, 80):
-        torch.save({"step": step, "config": {"data": {"train_shards": "vqa/train-*.tar"},
-                                             "trainer": {"max_steps": 80, "batch_size": 8}, "init_from": "a/export"},
-                    "model": {"w": torch.zeros(3)}}, run / "checkpoints" / f"step_{step:08d}.pt")
+        torch.save(
+            {
+                "step": step,
+                "config": {
+                    "data": {"train_shards": "vqa/train-*.tar"},
+                    "trainer": {"max_steps": 80, "batch_size": 8},
+                    "init_from": "a/export",
+                },
+                "model": {"w": torch.zeros(3)},
+            },
+            run / "checkpoints" / f"step_{step:08d}.pt",
+        )
     text = (tiny_model.save_pretrained(run / "export") / "README.md").read_text()
     assert "| training steps | 80 |" in text and "`vqa/train-*.tar`" in text and "| batch size | 8 |" in text
     assert "| initialised from | `a/export` |" in text
@@ -151,8 +214,13 @@ def test_push_to_hub_uploads_the_export_only(tiny_model, monkeypatch, tmp_path):
 
     def upload_folder(self, *, repo_id, folder_path, **kw):
         files = {p.name for p in __import__("pathlib").Path(folder_path).iterdir()}
-        calls["upload"] = (repo_id, files, load_file(f"{folder_path}/model.safetensors"),
-                           open(f"{folder_path}/README.md").read(), kw)
+        calls["upload"] = (
+            repo_id,
+            files,
+            load_file(f"{folder_path}/model.safetensors"),
+            open(f"{folder_path}/README.md").read(),
+            kw,
+        )
         return "commit-info"
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
