@@ -18,6 +18,9 @@ image fails is dropped, which would shift a later resume by one batch -- the one
 
 EVAL: one deterministic pass; sample ``i`` of the concatenated shards (pattern order) goes to rank
 ``i % world_size``, then to worker ``(i // world_size) % num_workers``: every sample exactly once.
+
+Over ~300 lines because train and eval streams share the shard listing, splitting and resume
+arithmetic above: splitting them would put one invariant (every sample exactly once) in two files.
 """
 
 from __future__ import annotations

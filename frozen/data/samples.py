@@ -12,6 +12,9 @@ skip samples cheaply on resume:
 
 Bad data never raises: each stage returns a *kind* string (see :data:`BAD_KINDS`), the caller
 counts it, and :func:`warn_once` logs the first occurrence of each kind per process.
+
+Over ~300 lines because every kind of bad record is detected here, in one place, so that the
+reader and the shard writers (frozen.prep) apply the same checks.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Per optimizer step: ``accum`` micro-batches per process, each ``[B_micro, 3, S, 
 tokens in the whole global batch (all ranks, all micro-steps), so N processes of batch b compute
 the same update as one process of batch N*b. Gradients flow through the frozen LM into the mapper
 and the encoder; the optimizer only holds those trainable parameters.
+
+Over ~300 lines because the loop is one function on purpose (read top to bottom: setup, resume,
+steps, checkpoint, export), with its validation pass and the resume-compatibility check beside it.
 """
 
 from __future__ import annotations
