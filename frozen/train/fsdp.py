@@ -41,6 +41,11 @@ def check_strategy(cfg: Any) -> None:
         )
     if t.fsdp_cpu_offload and t.strategy != "fsdp":
         raise FrozenConfigError("trainer.fsdp_cpu_offload=true needs trainer.strategy=fsdp")
+    if t.fsdp_cpu_offload and t.device == "cpu":
+        raise FrozenConfigError(
+            "trainer.fsdp_cpu_offload=true offloads GPU shards to the host; with trainer.device=cpu "
+            "they are in host memory already: set it to false"
+        )
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:

@@ -109,6 +109,7 @@ def test_each_fsdp_rank_holds_half_of_rank_0s_lm(tmp_path, tiny_lm_dirs, kind):
     [
         ({"strategy": "zero3"}, "trainer.strategy must be ddp or fsdp, got 'zero3'"),
         ({"fsdp_cpu_offload": True}, "fsdp_cpu_offload=true needs trainer.strategy=fsdp"),
+        ({"fsdp_cpu_offload": True, "strategy": "fsdp"}, "in host memory already: set it to false"),
     ],
 )
 def test_bad_strategy_settings_fail_before_loading(tmp_path, caption_data, override, message):
