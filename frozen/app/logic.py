@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from frozen.config import EvalTaskConfig
+from frozen.config import EVAL_TASK_KINDS, EvalTaskConfig, eval_task_from_dict
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots, split_prompt
 
@@ -72,11 +72,10 @@ def eval_tasks() -> dict[str, EvalTaskConfig]:
     import yaml
 
     raw = yaml.safe_load(EVAL_PRESET.read_text()).get("tasks", {}) if EVAL_PRESET.is_file() else {}
-    known = {f.name for f in fields(EvalTaskConfig)}
-    tasks = {spec.get("kind", name): EvalTaskConfig(**{k: v for k, v in spec.items() if k in known})
-             for name, spec in raw.items()}
+    # each task validated into the schema its kind names, exactly as evaluate.py reads it
+    tasks = {spec.get("kind", name): eval_task_from_dict(name, spec) for name, spec in raw.items()}
     for kind in ("caption", "vqa", "binding"):
-        tasks.setdefault(kind, EvalTaskConfig(kind=kind))
+        tasks.setdefault(kind, EVAL_TASK_KINDS[kind]())
     return tasks
 
 
