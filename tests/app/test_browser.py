@@ -53,7 +53,11 @@ def test_app_answers_in_a_real_browser(chromium, tiny_export, tmp_path):
     assert "The prompt as the model sees it" in text and "With the images" in text
     assert "No image: the same prompt, images removed" in text
     assert re.search(r"Answer: '.*'", text), text[-2000:]
-    assert "Q: what color is the shape? A: yellow" in text  # the 1-shot preset's demonstration
+    from frozen.app import logic as L
+
+    # the 1-shot preset's demonstration for the page's default query (the gallery's first image)
+    demonstration = L.preset_turns("VQA 1-shot", L.gallery()[0][1])[0].text
+    assert demonstration.startswith("Q: ") and demonstration in text
     assert "Next-token probabilities at the first answer step" in text
     assert "Traceback" not in text and "Error" not in text
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
