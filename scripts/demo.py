@@ -87,25 +87,21 @@ def merged_rows(out: Path) -> list[dict]:
     return rows
 
 
-def summary_table(rows: list[dict], num_seeds: int):
-    """One line per (task, metric, setting): frozen, frozen_vqa, no_image, chance.
+COLUMNS = ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance")
+TITLE = "make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch"
+
+
+def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], str]:
+    """One line per (task, metric, setting): frozen, frozen_vqa, no_image, chance; and the caption.
 
     A cell is ``mean ± std over training seeds`` (one seed: ``± std over evaluation trials``) and, for
     accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
     ``°`` one that differs from chance (two-sided z-test, p < 0.05; frozen.eval.stats).
     """
-    from rich.markup import escape
-    from rich.table import Table
-
     from frozen.eval.stats import is_proportion, two_proportion_p
 
     spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
-    table = Table(
-        title="make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch",
-        caption=f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)",
-    )
-    for col in ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance"):
-        table.add_column(col, justify="left" if col in ("task", "metric", "setting") else "right")
+    caption = f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)"
     keyed: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         who = TEXT_ONLY if is_text_only(r["condition"]) else r["model"]
@@ -126,18 +122,43 @@ def summary_table(rows: list[dict], num_seeds: int):
                 text += "°"
         return text
 
+    lines = []
     for (task, metric, where), by in keyed.items():
         level = chance(next(iter(by.values())))
         base = by.get(TEXT_ONLY)
-        table.add_row(
-            escape(task),
-            escape(metric),
-            where,
-            *(cell(by.get(m), base, level) for m in MODELS),
-            cell(base, base, level),
-            "-" if level is None else f"{level:.3f}",
+        lines.append(
+            [
+                task,
+                metric,
+                where,
+                *(cell(by.get(m), base, level) for m in MODELS),
+                cell(base, base, level),
+                "-" if level is None else f"{level:.3f}",
+            ]
         )
+    return lines, caption
+
+
+def summary_table(rows: list[dict], num_seeds: int):
+    """:func:`summary_cells` as a rich table (the console)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    lines, caption = summary_cells(rows, num_seeds)
+    table = Table(title=TITLE, caption=caption)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("task", "metric", "setting") else "right")
+    for line in lines:
+        table.add_row(*(escape(c) for c in line))
     return table
+
+
+def summary_markdown(rows: list[dict], num_seeds: int) -> str:
+    """:func:`summary_cells` as a Markdown table (outputs/demo/results.md, pasted into README)."""
+    lines, caption = summary_cells(rows, num_seeds)
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out) + f"\n\n*{caption}*\n"
 
 
 def machine() -> str:
@@ -248,9 +269,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1; cells report mean ± std over them")
     parser.add_argument("--max-examples", type=int, default=None, help="cap every evaluation task (quick look)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
+    parser.add_argument("--report", action="store_true", help="only re-print the table of an existing results.json")
     args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+    if args.report:
+        report(REPO / args.out)
+        return
 
     from benchlib import cpu_times, steal_fraction
 
@@ -286,8 +311,9 @@ def main() -> None:
         "cpu_steal": steal,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(summary_markdown(rows, args.seeds))
     console.print(summary_table(rows, args.seeds))
-    console.print(f"wrote {out / 'results.json'} and {grid}")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {grid}")
     console.print(f"machine: {results['machine']}")
     console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
@@ -296,6 +322,20 @@ def main() -> None:
             f"CPU steal during the run: {steal:.0%} of CPU time went to other guests of this host"
             + (" (the timings above are inflated by it)" if steal > 0.05 else "")
         )
+
+
+def report(out: Path) -> None:
+    """Re-print the table of ``out/results.json`` and rewrite ``out/results.md`` (no training, no evaluation)."""
+    from frozen.train.logging import console
+
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run `make demo` first")
+    results = json.loads(path.read_text())
+    num_seeds = len(results.get("seeds", [0]))
+    (out / "results.md").write_text(summary_markdown(results["rows"], num_seeds))
+    console.print(summary_table(results["rows"], num_seeds))
+    console.print(f"machine: {results.get('machine')}; wrote {out / 'results.md'}")
 
 
 if __name__ == "__main__":

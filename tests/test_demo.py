@@ -48,3 +48,7 @@ def test_seeds_aggregate_and_table(tmp_path):
     assert "0.620 ± 0.028 [0.55, 0.68]*" in text  # 0.62 vs 0.1 no_image on 200 questions: significant
     assert "0.500 ± 0.000 [0.38, 0.62]" in text  # binding at chance: no marker
     assert "0.900 ± 0.000 [0.80, 0.95]*°" in text  # above no_image and above chance
+    md = demo.summary_markdown(rows, num_seeds=2).splitlines()
+    assert md[0] == "| task | metric | setting | frozen | frozen_vqa | no_image | chance |"
+    assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.620 ± 0.028 [0.55, 0.68]* | 0.720 ± 0.028 [0.65, 0.78]* | " \
+        "0.100 ± 0.000 [0.07, 0.15] | - |"
