@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+import frozen.model.generation as generation
 from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
-from frozen.model import generation
 from frozen.model.lm import PACKAGED_GGUF, embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
 from frozen.model.prompts import Prompt
