@@ -239,11 +239,11 @@ def next_token_probs(model: Any, prompt: str, images: Sequence[Image.Image]) -> 
 def compare_top(tokenizer: Any, with_image: torch.Tensor, blind: torch.Tensor, top: int = 10) -> list[dict[str, Any]]:
     """The ``top`` tokens most likely under either condition, by the larger of their two probabilities.
 
-    Rows ``{"token": repr of its text, "id": token id, "image": p, "blind": p}``, most likely first; a
+    Rows ``{"token": repr of its text, "id": token id, "image": p, "no image": p}``, most likely first; a
     text shared by several tokens (bytes of one character) gets its id appended, so labels stay distinct.
     """
     best = torch.maximum(with_image, blind)
     ids = torch.topk(best, k=min(top, best.numel())).indices.tolist()
     texts = [repr(tokenizer.decode([i])) for i in ids]
     return [{"token": t if texts.count(t) == 1 else f"{t} #{i}", "id": i, "image": float(with_image[i]),
-             "blind": float(blind[i])} for t, i in zip(texts, ids)]
+             "no image": float(blind[i])} for t, i in zip(texts, ids)]

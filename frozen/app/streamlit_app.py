@@ -70,7 +70,7 @@ def sidebar() -> dict:
     beams = sb.number_input("Beams", 2, 8, 3, key="beams") if decoding == "beam search" else 1
     max_new = sb.number_input("Max new tokens", 1, 64, key="max_new_tokens")
     stop = sb.text_input("Stop string (\\n = newline; empty = none)", key="stop")
-    blind = sb.toggle("What does the image change? (blind run + next-token probabilities)", True, key="blind")
+    blind = sb.toggle("What does the image change? (no-image run + next-token probabilities)", True, key="blind")
     return {"num_beams": int(beams), "max_new_tokens": int(max_new), "stop": L.parse_stop(stop),
             "blind": blind}
 
@@ -139,7 +139,7 @@ def show_result(model, result: dict) -> None:
     right.caption(f"{result['blind_seconds'] * 1000:.0f} ms · prompt {result['blind_prompt']!r}")
     st.subheader("Next-token probabilities at the first answer step")
     table = pd.DataFrame(result["top"])
-    st.bar_chart(table, x="token", y=["image", "blind"], stack=False, horizontal=True, sort=False,
+    st.bar_chart(table, x="token", y=["image", "no image"], stack=False, horizontal=True, sort=False,
                  x_label="next token", y_label="probability")  # horizontal: x names the bars
     st.dataframe(table, hide_index=True)
 

@@ -117,7 +117,7 @@ def test_compare_top_ranks_by_either_condition():
     rows = L.compare_top(Tok(), torch.tensor([0.5, 0.1, 0.4]), torch.tensor([0.1, 0.8, 0.1]), top=3)
     assert [r["id"] for r in rows] == [1, 0, 2]  # max over conditions: 0.8, 0.5, 0.4
     assert [r["token"] for r in rows] == ["' b'", "'a' #0", "'a' #2"]  # same text: ids keep labels distinct
-    assert rows[0]["image"] == pytest.approx(0.1) and rows[0]["blind"] == pytest.approx(0.8)
+    assert rows[0]["image"] == pytest.approx(0.1) and rows[0]["no image"] == pytest.approx(0.8)
 
 
 def test_stop_string_escapes():

@@ -63,9 +63,9 @@ def test_generate_gives_the_models_answer_and_the_blind_comparison(page, tiny_ex
     assert _texts(at.info) == [f"Answer: {blind!r}"]
     assert any(c.endswith(" ms") for c in _texts(at.caption))  # the latency
     table = at.dataframe[0].value
-    assert list(table.columns) == ["token", "id", "image", "blind"] and len(table) == 10
-    assert ((table[["image", "blind"]] >= 0) & (table[["image", "blind"]] <= 1)).all().all()
-    assert table[["image", "blind"]].max(axis=1).is_monotonic_decreasing
+    assert list(table.columns) == ["token", "id", "image", "no image"] and len(table) == 10
+    assert ((table[["image", "no image"]] >= 0) & (table[["image", "no image"]] <= 1)).all().all()
+    assert table[["image", "no image"]].max(axis=1).is_monotonic_decreasing
     assert at.get("vega_lite_chart"), "the probability bar chart is missing"
     # beam search goes through the same call
     at.radio(key="decoding").set_value("beam search").run()
