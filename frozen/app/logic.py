@@ -21,7 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from frozen.config import EVAL_TASK_KINDS, EvalTaskConfig, eval_task_from_dict
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
-from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots, split_prompt
+from frozen.model.embedding import embed_prompts
+from frozen.model.prompts import IMAGE_MARKER, Prompt, query_rng, render, sample_shots, split_prompt
 
 DEFAULT_EXPORTS = ("outputs/demo/frozen_vqa/export", "outputs/demo/frozen/export")
 EVAL_PRESET = Path(__file__).resolve().parents[2] / "conf" / "eval" / "demo.yaml"
@@ -197,8 +198,8 @@ def prompt_pieces(prompt: str, images: Sequence[Image.Image]) -> list[str | Imag
 
 def token_counts(model: Any, prompt: str, num_images: int) -> tuple[int, int]:
     """``(text tokens, image slots x k)``; text tokenised segment by segment, as generation does."""
-    text = sum(len(model.tokenizer(s, add_special_tokens=False).input_ids) for s in split_prompt(prompt, num_images))
-    return text, num_images * model.num_prefix_tokens
+    tokenized = Prompt.parse(prompt, [None] * num_images).tokenize(model.tokenizer)  # images unused here
+    return sum(len(ids) for ids in tokenized.ids), num_images * model.num_prefix_tokens
 
 
 # ------------------------------------------------------------------------------------------ model calls
@@ -215,24 +216,13 @@ def generate(model: Any, prompt: str, images: Sequence[Image.Image], *, num_beam
 def next_token_probs(model: Any, prompt: str, images: Sequence[Image.Image]) -> torch.Tensor:
     """``[V]`` probabilities of the first answer token: the LM's softmax after the whole prompt.
 
-    The input is built the way generation builds it: text segments tokenised separately (no special
-    tokens) and embedded, each image's ``[k, D]`` visual prefix in its slot, one sequence ``[1, L, D]``.
-    Written with public model methods only (generation.py's embedding helpers are private); the test
-    checks it against ``FrozenModel.forward``.
+    The input is the one generation builds (:func:`frozen.model.embedding.embed_prompts`: text segments
+    tokenised separately, each image's ``[k, D]`` visual prefix in its slot), as one sequence ``[1, L, D]``;
+    the test checks it against ``FrozenModel.forward``.
     """
-    segments = split_prompt(prompt, len(images))
-    # [N, k, D]: every image's visual prefix in one vision pass
-    prefixes = model.encode_images(torch.stack([model.preprocess(im) for im in images])) if images else None
-    parts = []
-    for j, text in enumerate(segments):
-        if j:
-            parts.append(prefixes[j - 1])
-        ids = model.tokenizer(text, add_special_tokens=False).input_ids if text else []
-        if ids:
-            parts.append(model.embed_tokens(torch.tensor(ids, device=model.device)))
-    embeds = torch.cat(parts).unsqueeze(0)  # [1, L, D]
-    logits = model.lm(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
-                                                                       device=embeds.device)).logits
+    embeds = embed_prompts(model, [list(images)], [prompt])[0].unsqueeze(0)  # [1, L, D]
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    logits = model.lm(inputs_embeds=embeds, attention_mask=mask).logits
     return torch.softmax(logits[0, -1].float(), dim=-1)
 
 

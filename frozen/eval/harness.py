@@ -11,16 +11,14 @@ the per-example records are gathered on every rank in an id order and scored ide
 from __future__ import annotations
 
 import itertools
-from contextlib import nullcontext
 from typing import Any, Callable, Iterable
-
-import torch
 
 from frozen.config import DataConfig, EvalTaskBase, EvaluateConfig
 from frozen.eval import tasks as T
 from frozen.eval.metrics import mean_std
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import dist
+from frozen.train.step import autocast_context
 
 
 def postprocess(text: str, max_words: int | None) -> str:
@@ -37,8 +35,7 @@ class Harness:
         self.model, self.cfg, self.info, self.log = model, cfg, info, log
         self.data = DataConfig(train_shards="", data_root=cfg.data_root, num_workers=0)
         self.image_size = model.model_cfg.image_size
-        amp = torch.bfloat16 if cfg.precision == "bf16" else None
-        self.autocast = torch.autocast(info.device.type, dtype=amp) if amp else nullcontext()
+        self.autocast = autocast_context(cfg.precision, info.device)  # the training step's own rule
         self.rows: list[dict[str, Any]] = []
         self.predictions: list[dict[str, Any]] = []
         self.submissions: dict[str, list[dict[str, Any]]] = {}  # file name -> official server format
