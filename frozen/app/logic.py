@@ -49,18 +49,20 @@ def resolve_load(load: str | None, root: str | Path = ".") -> str:
 
     Raises :class:`AppInputError` saying to run ``make demo`` or pass ``--load`` when there is none.
     """
-    from frozen.model.frozen_model import find_export
+    from frozen.model.frozen_model import CONFIG_NAME, find_export
+    from frozen.model.lm import looks_like_path
 
     if load:
         found = find_export(load)
         if found is not None:
             return str(found)
-        if Path(load).expanduser().exists() or load.startswith((".", "/", "~")) or load.count("/") != 1:
+        # a local folder without an export, or not owner/name: no hub id of an export either
+        if Path(load).expanduser().exists() or looks_like_path(load) or load.count("/") != 1:
             raise AppInputError(f"--load {load}: no frozen_config.json there; give a save_pretrained export, a "
                                 "training run directory holding export/, or a hub repo id (owner/name)")
         return load  # a hub repo id: FrozenModel.from_pretrained resolves it
     for candidate in DEFAULT_EXPORTS:
-        if (Path(root) / candidate / "frozen_config.json").is_file():
+        if (Path(root) / candidate / CONFIG_NAME).is_file():
             return str(Path(root) / candidate)
     raise AppInputError(f"no trained model at {' or '.join(DEFAULT_EXPORTS)}: run `make demo` first, or pass "
                         "--load PATH (an export, a run directory or a hub repo id), e.g. make app ARGS=\"--load PATH\"")
