@@ -110,6 +110,7 @@ def load_generation_model(args: argparse.Namespace, lm: str):
 
 
 def generation_config(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The settings both generation entries report (model, decoding, machine)."""
     cfg = model.model_cfg
     return {
         "lm": args.lm if not args.load else model.lm_cfg.name,
@@ -117,6 +118,12 @@ def generation_config(args: argparse.Namespace, model: Any) -> dict[str, Any]:
         "backbone": cfg.vision,
         "image_size": cfg.image_size,
         "trained": bool(args.load),
+        "max_new_tokens": args.max_new_tokens,
+        "stop_strings": STOPS,
+        "dtype": "float32",
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
     }
 
 
@@ -337,12 +344,6 @@ def bench_fewshot(args: argparse.Namespace, lm: str) -> dict[str, Any]:
             "task_induction": True,
             "queries": len(query_prompts),
             "batch": args.gen_batch,
-            "max_new_tokens": args.max_new_tokens,
-            "stop_strings": STOPS,
-            "dtype": "float32",
-            "device": args.device,
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
         },
         "project": side("generate_shared: support KV cache reused", times["shared"]),
         "baseline": side("model.generate on the full prompt per query", times["full"]),
@@ -393,12 +394,6 @@ def bench_batched(args: argparse.Namespace, lm: str) -> dict[str, Any]:
             **generation_config(args, model),
             "prompts": len(prompts),
             "prompt_text_tokens": [min(lengths), max(lengths)],
-            "max_new_tokens": args.max_new_tokens,
-            "stop_strings": STOPS,
-            "dtype": "float32",
-            "device": args.device,
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
         },
         "project": side(f"one model.generate call, {len(prompts)} prompts left-padded", times["batched"]),
         "baseline": side(f"{len(prompts)} model.generate calls, one prompt each", times["single"]),
