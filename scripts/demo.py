@@ -164,16 +164,10 @@ def summary_markdown(rows: list[dict], num_seeds: int) -> str:
 def machine() -> str:
     """The CPU model and thread count: trained numbers are reproducible only on the same kind of machine."""
     import torch
+    from benchlib import machine_info  # the benchmark's machine description, one reader of /proc/cpuinfo
 
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    info = machine_info(torch.device("cpu"))
+    return f"{info['cpu']}, {info['cores']} CPU cores, torch {info['torch']} with {info['torch_threads']} threads"
 
 
 def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
