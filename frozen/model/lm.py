@@ -154,8 +154,9 @@ def missing_folder_message(name: str) -> str:
 def lm_problem(name: str) -> str | None:
     """Why ``name`` cannot be loaded here, in one line, without loading anything; None if it can.
 
-    Mirrors :func:`resolve_lm_path`: a packaged GGUF needs its pip package, a path-like name an existing
-    folder with config.json, and a hub id, when ``HF_HUB_OFFLINE=1``, its config in the local HF cache.
+    Calls :func:`resolve_lm_path` (except for a packaged GGUF, whose conversion is not cheap): a packaged
+    GGUF needs its pip package, a path-like name an existing folder with config.json, and a hub id, when
+    ``HF_HUB_OFFLINE=1``, its config in the local HF cache.
     """
     if name in PACKAGED_GGUF:
         try:
@@ -163,15 +164,12 @@ def lm_problem(name: str) -> str | None:
         except LMNotFoundError as err:
             return str(err)
         return None
-    expanded = os.path.expanduser(name)
-    if os.path.isdir(expanded):
-        try:
-            resolve_lm_path(name)
-        except LMNotFoundError as err:
-            return str(err)
+    try:
+        resolved = resolve_lm_path(name)  # cheap for anything but a packaged GGUF (handled above)
+    except LMNotFoundError as err:
+        return str(err)
+    if os.path.isdir(resolved):  # an existing local folder with config.json
         return None
-    if looks_like_path(name):
-        return missing_folder_message(name)
     if _offline():
         from huggingface_hub import try_to_load_from_cache
 
