@@ -50,7 +50,7 @@ $(DATA_ROOT)/easyvqa/sizes.json: | $(STAMP)
 	$(PY) scripts/make_shards.py easyvqa --out $(DATA_ROOT)/easyvqa $(SHARDS_ARGS)
 
 $(TINY_LM)/config.json: | $(STAMP)
-	$(PY) tests/tiny.py $(TINY_LM)
+	$(PY) -m frozen.core.tiny $(TINY_LM)
 
 tiny-lm: $(TINY_LM)/config.json ## write the random 2-layer LM of experiment=debug to outputs/tiny_lm
 

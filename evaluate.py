@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> None:
     from frozen.preflight import check_evaluate
 
     check_evaluate(cfg)  # before the model or any data is loaded
+    from frozen.core import dist
     from frozen.eval.run import evaluate
-    from frozen.train import dist
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     typed: EvaluateConfig = OmegaConf.to_object(cfg)

@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     from frozen.preflight import check_train
 
     check_train(cfg)  # before any model, tokenizer or data is loaded
-    from frozen.train import dist
+    from frozen.core import dist
     from frozen.train.loop import train
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir

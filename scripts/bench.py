@@ -32,10 +32,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import benchlib as perf  # noqa: E402  (scripts/benchlib.py: helpers that live with the benchmark)
 import torch  # noqa: E402
 
-from frozen.train.step import autocast_context, resolve_precision, train_step  # noqa: E402  (the loop's own step)
+from frozen import benchlib as perf  # noqa: E402
+from frozen.core.precision import autocast_context, resolve_precision  # noqa: E402
+from frozen.train.step import train_step  # noqa: E402  (the loop's own step)
 
 ENTRIES = ("train_step", "fewshot_shared_support", "batched_generation", "data_loader")
 DEFAULT_LM = "smollm2-135m-instruct-gguf"
@@ -84,8 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_lm(args: argparse.Namespace, workdir: Path) -> str:
     if args.lm != "tiny":
         return args.lm
-    sys.path.insert(0, str(REPO / "tests"))
-    from tiny import save_tiny_lm  # tests/tiny.py: the offline random LMs of the test suite
+    from frozen.core.tiny import save_tiny_lm  # the offline random LMs of the test suite
 
     return str(save_tiny_lm(workdir / "tiny_gpt2", "gpt2"))
 
@@ -407,8 +407,7 @@ def bench_batched(args: argparse.Namespace, lm: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ data
 def bench_data_loader(args: argparse.Namespace, lm: str, train: dict[str, Any] | None) -> dict[str, Any]:
-    from benchlib import measure_throughput
-
+    from frozen.benchlib import measure_throughput
     from frozen.config import DataConfig
     from frozen.data.pipeline import build_train_loader, resolve_shards
     from frozen.errors import DataError

@@ -37,7 +37,7 @@ TEXT_ONLY = "no_image"  # the text-only LM condition: no image, no prefix anywhe
 
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
-    from frozen.train.logging import console
+    from frozen.core.logging import console
 
     console.rule(f"[bold]{what}")
     console.print("[dim]$ " + " ".join(cmd) + "[/dim]")
@@ -164,7 +164,8 @@ def summary_markdown(rows: list[dict], num_seeds: int) -> str:
 def machine() -> str:
     """The CPU model and thread count: trained numbers are reproducible only on the same kind of machine."""
     import torch
-    from benchlib import machine_info  # the benchmark's machine description, one reader of /proc/cpuinfo
+
+    from frozen.benchlib import machine_info  # the benchmark's machine description, one reader of /proc/cpuinfo
 
     info = machine_info(torch.device("cpu"))
     return f"{info['cpu']}, {info['cores']} CPU cores, torch {info['torch']} with {info['torch_threads']} threads"
@@ -271,10 +272,9 @@ def main() -> None:
         report(REPO / args.out)
         return
 
-    from benchlib import cpu_times, steal_fraction
-
+    from frozen.benchlib import cpu_times, steal_fraction
+    from frozen.core.logging import console
     from frozen.eval.stats import aggregate_seeds
-    from frozen.train.logging import console
 
     start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
@@ -320,7 +320,7 @@ def main() -> None:
 
 def report(out: Path) -> None:
     """Re-print the table of ``out/results.json`` and rewrite ``out/results.md`` (no training, no evaluation)."""
-    from frozen.train.logging import console
+    from frozen.core.logging import console
 
     path = out / "results.json"
     if not path.is_file():

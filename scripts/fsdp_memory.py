@@ -21,15 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import benchlib as perf  # noqa: E402
+from frozen import benchlib as perf  # noqa: E402
 
 
 def _measure(strategy: str, lm: str, out_dir: str) -> None:
     import torch
 
     from frozen.config import LMConfig, ModelConfig
+    from frozen.core import dist
     from frozen.model.frozen_model import FrozenModel
-    from frozen.train import dist
     from frozen.train.fsdp import resident_lm_bytes, shard_lm
 
     info = dist.init("cpu")
@@ -61,8 +61,8 @@ def _measure(strategy: str, lm: str, out_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from frozen.core import dist
     from frozen.model.lm import resolve_lm_path
-    from frozen.train import dist
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m-instruct-gguf")

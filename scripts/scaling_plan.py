@@ -17,8 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import benchlib as perf  # noqa: E402
 import torch  # noqa: E402
+
+from frozen import benchlib as perf  # noqa: E402
 
 GIB = 2**30
 GPUS, GPU_GIB, PEAK_TFLOPS = 8, 80, 989.0  # 8 x H100/H200-class 80 GB, dense bf16 peak

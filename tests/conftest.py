@@ -10,13 +10,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).parent))
-# scripts/benchlib.py (benchmark helpers) is not part of the library; tests import it from there.
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from tiny import save_tiny_lm  # noqa: E402
+
+from frozen.core.tiny import save_tiny_lm  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -208,7 +208,7 @@ def test_every_help_target_has_a_recipe_that_make_can_plan(tmp_path):
 def test_sweep_from_a_fresh_clone_first_builds_the_tiny_lm_and_the_shards(tmp_path):
     plan = make("-n", "sweep", f"TINY_LM={tmp_path}/lm", f"DATA_ROOT={tmp_path}/data", check=True).stdout
     steps = [line for line in plan.splitlines() if ".venv/bin/python" in line]
-    assert f"tests/tiny.py {tmp_path}/lm" in steps[0] or f"tests/tiny.py {tmp_path}/lm" in steps[1]
+    assert f"-m frozen.core.tiny {tmp_path}/lm" in steps[0] or f"-m frozen.core.tiny {tmp_path}/lm" in steps[1]
     assert any(f"make_shards.py easyvqa --out {tmp_path}/data/easyvqa" in s for s in steps[:2])
     assert "train.py -m experiment=debug" in steps[2] and f"data_root={tmp_path}/data" in steps[2]
     assert f"FROZEN_TINY_LM={tmp_path}/lm" in plan

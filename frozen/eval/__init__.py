@@ -8,5 +8,5 @@ The task schemas (one per kind) live in ``frozen.config``.
 Submodules are imported explicitly (``from frozen.eval.metrics import vqa_accuracy``) so that using
 one does not pay for the other's imports.
 May import: ``frozen.config``, ``frozen.errors``, ``frozen.model``, ``frozen.data``,
-``frozen.train.dist`` / ``frozen.train.logging`` (process groups and console). Never ``frozen.train.loop``.
+``frozen.core.dist`` / ``frozen.core.logging`` (process groups and console). Never ``frozen.train.loop``.
 """

@@ -14,11 +14,11 @@ import itertools
 from typing import Any, Callable, Iterable
 
 from frozen.config import DataConfig, EvalTaskBase, EvaluateConfig
+from frozen.core import dist
+from frozen.core.precision import autocast_context
 from frozen.eval import tasks as T
 from frozen.eval.metrics import mean_std
 from frozen.model.frozen_model import FrozenModel
-from frozen.train import dist
-from frozen.train.step import autocast_context
 
 
 def postprocess(text: str, max_words: int | None) -> str:

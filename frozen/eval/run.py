@@ -11,14 +11,14 @@ from typing import Any
 import torch
 
 from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig
+from frozen.core import dist
+from frozen.core.logging import RunLogger, console
 from frozen.errors import FrozenConfigError
 from frozen.eval.episodes import task_induction_text
 from frozen.eval.harness import Harness
 from frozen.eval.report import print_table, write_results
 from frozen.eval.runners import run_task
 from frozen.model.frozen_model import CONFIG_NAME, FrozenModel, resolve_export
-from frozen.train import dist
-from frozen.train.logging import RunLogger, console
 
 
 def trained_blind(export: Path) -> bool:

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from frozen.config import BindingTaskConfig, CaptionTaskConfig, DeepMindTaskConfig, EvalTaskConfig, VqaTaskConfig
+from frozen.core import dist
 from frozen.errors import DataError
 from frozen.eval import tasks as T
 from frozen.eval.harness import Harness
 from frozen.eval.metrics import caption_scores, exact_match, strict_match, vqa_accuracy
 from frozen.model.loss import summed_token_loss
-from frozen.train import dist
 
 
 def run_task(name: str, task: EvalTaskConfig, h: Harness) -> None:

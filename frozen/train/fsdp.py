@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from frozen.core.dist import DistInfo
 from frozen.errors import FrozenConfigError
 from frozen.model.lm import load_lm
-from frozen.train.dist import DistInfo
 
 STRATEGIES = ("ddp", "fsdp")
 

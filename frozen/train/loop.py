@@ -25,15 +25,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
+from frozen.core import dist
+from frozen.core.logging import RunLogger, console
+from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
 from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
 from frozen.model.loss import summed_token_loss
 from frozen.train import checkpoint as ckpt
-from frozen.train import dist
 from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
-from frozen.train.logging import RunLogger, console
-from frozen.train.step import autocast_context, resolve_precision, train_step
+from frozen.train.step import train_step
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):

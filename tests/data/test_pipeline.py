@@ -29,10 +29,10 @@ from frozen.data.pipeline import (
     resolve_shards,
 )
 from frozen.errors import DataError, FrozenConfigError
-from benchlib import measure_throughput
+from frozen.benchlib import measure_throughput
 from frozen.data.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
 from frozen.prep.shards import ShardSink
-from tiny import tiny_tokenizer
+from frozen.core.tiny import tiny_tokenizer
 
 COLORS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 160, 0), "gray": (128, 128, 128)}
 

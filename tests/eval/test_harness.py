@@ -88,8 +88,8 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
 
 def test_two_ranks_give_the_same_records_as_one(export_dir, caption_data, tmp_path):
     """Exact distributed evaluation: split by index, gathered, no duplicates or drops."""
+    from frozen.core import dist
     from frozen.eval.run import evaluate
-    from frozen.train import dist
 
     evaluate(make_cfg(export_dir, caption_data, tmp_path / "one"))
     dist.spawn(evaluate, (make_cfg(export_dir, caption_data, tmp_path / "two", num_gpus=2),), num_local=2)

@@ -220,7 +220,7 @@ def test_bench_skips_missing_shards(tmp_path):
 
 
 def test_steal_fraction_reads_the_hypervisor_share():
-    from benchlib import cpu_times, steal_fraction
+    from frozen.benchlib import cpu_times, steal_fraction
 
     before = [100, 0, 50, 800, 0, 0, 0, 50, 7, 0]
     after = [200, 0, 100, 900, 0, 0, 0, 150, 90, 0]  # guest ticks (field 9) are not counted twice

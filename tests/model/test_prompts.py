@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tiny import tiny_tokenizer
 
+from frozen.core.tiny import tiny_tokenizer
 from frozen.model.prompts import Prompt, query_rng, render, sample_shots, split_prompt
 
 A, B, C = object(), object(), object()  # stand-in images: a Prompt only carries them

@@ -20,7 +20,7 @@ def _train_in_worker(cfg):
 
 
 def _spawn(cfg):
-    from frozen.train import dist
+    from frozen.core import dist
 
     dist.spawn(_train_in_worker, (dataclasses.replace(cfg, num_gpus=2),), num_local=2)
 
@@ -65,8 +65,8 @@ def _shard_and_measure(lm_dir, out_dir):
     import torch
 
     from frozen.config import LMConfig, ModelConfig
+    from frozen.core import dist
     from frozen.model.frozen_model import FrozenModel
-    from frozen.train import dist
     from frozen.train.fsdp import resident_lm_bytes, shard_lm
 
     info = dist.init("cpu")
@@ -91,7 +91,7 @@ def _shard_and_measure(lm_dir, out_dir):
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_each_fsdp_rank_holds_half_of_rank_0s_lm(tmp_path, tiny_lm_dirs, kind):
-    from frozen.train import dist
+    from frozen.core import dist
 
     dist.spawn(_shard_and_measure, (tiny_lm_dirs[kind], tmp_path), num_local=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

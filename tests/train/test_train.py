@@ -90,7 +90,7 @@ def _train_in_worker(cfg):
 
 
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, caption_data, tiny_gpt2):
-    from frozen.train import dist
+    from frozen.core import dist
     from frozen.train.loop import train
 
     one = make_cfg(tmp_path / "one", caption_data, tiny_gpt2, max_steps=3, batch_size=8, lr=1e-3)
@@ -247,7 +247,7 @@ def test_activation_checkpointing_gives_the_same_training(tmp_path, caption_data
 
 
 def test_wandb_mode_without_a_key_is_offline(monkeypatch, tmp_path):
-    from frozen.train.logging import wandb_mode
+    from frozen.core.logging import wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

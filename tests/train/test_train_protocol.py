@@ -99,7 +99,7 @@ def test_data_parallel_gradient_is_the_global_mean_with_unequal_tokens_per_rank(
     """Two gloo ranks x 4 vs one process x 8 on the same 8 samples; rank 0 gets the 2-word captions,
     rank 1 the 7-word ones. The pre-clip gradient norm (not hidden by Adam) must agree: a per-rank
     mean, or a gradient not scaled by the world size, gives another norm while the loss may agree."""
-    from frozen.train import dist
+    from frozen.core import dist
     from frozen.train.loop import train
 
     kwargs = dict(data={"train_shards": "par/train-*.tar"}, max_steps=2, batch_size=8, lr=1e-3, grad_clip=1e6)

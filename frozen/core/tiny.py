@@ -85,7 +85,7 @@ def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0) -> Path:
     return path
 
 
-if __name__ == "__main__":  # python tests/tiny.py outputs/tiny_lm [gpt2|llama|opt]
+if __name__ == "__main__":  # python -m frozen.core.tiny outputs/tiny_lm [gpt2|llama|opt]
     import sys
 
     target = sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny_lm"
