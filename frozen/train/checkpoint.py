@@ -1,22 +1,29 @@
-"""Resume checkpoints: trainable weights, optimizer, scaler, step, RNG states, data position.
+"""Resume checkpoints: what one holds, how it is written and found, and how it is loaded back.
 
-Written atomically (temporary file + ``os.replace``) so a run killed mid-write never leaves a
-truncated checkpoint that a resume would trust. Read with ``torch.load(weights_only=True)``: only
-tensors and plain containers are unpickled, no code runs from a checkpoint file. The portable
-artifact is the separate ``save_pretrained`` export; this file is for resuming a run.
+A checkpoint holds the trainable weights, optimizer, scaler, step, every rank's RNG state, the data
+position (sample and skip counters), the non-finite step count and the resolved config. Written
+atomically (temporary file + ``os.replace``) so a run killed mid-write never leaves a truncated
+checkpoint that a resume would trust. Read with ``torch.load(weights_only=True)``: only tensors and
+plain containers are unpickled, no code runs from a checkpoint file. The portable artifact is the
+separate ``save_pretrained`` export; this file is for resuming a run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from frozen.config import TrainConfig
+from frozen.core import dist
+from frozen.data.samples import SkipCounter
 
 CKPT_DIR = "checkpoints"
 _PATTERN = re.compile(r"step_(\d{8})\.pt$")
@@ -98,3 +105,55 @@ def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
 
 def load(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_run(
+    cfg: TrainConfig,
+    info: dist.DistInfo,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    skip_counter: SkipCounter,
+    nonfinite_total: int,
+    log: Callable[[str], None],
+) -> None:
+    """Checkpoint the run after ``step`` optimizer steps; collective: every rank calls it, rank 0 writes."""
+    rng = dist.all_gather_objects(rng_state())  # every rank's RNG, restored per rank on resume
+    if info.is_main:
+        state = {
+            "step": step,
+            "model": model.trainable_state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "data": {
+                "skipped": dict(skip_counter.counts),
+                "samples": skip_counter.samples,
+                "truncated": skip_counter.truncated,
+            },
+            "nonfinite_total": nonfinite_total,
+            "config": dataclasses.asdict(cfg),
+        }
+        path = save(checkpoint_path(cfg.run_dir, step), state, keep_last=cfg.trainer.keep_last)
+        log(f"[dim]checkpoint {path}[/dim]")
+    dist.barrier()
+
+
+def restore_run(
+    state: dict[str, Any],
+    info: dist.DistInfo,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    skip_counter: SkipCounter,
+) -> tuple[int, int]:
+    """Load a :func:`save_run` state into the live run; returns ``(step, nonfinite_total)``."""
+    model.load_state_dict(state["model"], strict=False)  # trainable weights only; the frozen LM is as built
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    skip_counter.add(state["data"]["skipped"])
+    skip_counter.samples, skip_counter.truncated = state["data"]["samples"], state["data"]["truncated"]
+    if len(state["rng"]) == info.world_size:  # same world size: restore each rank's own RNG
+        set_rng_state(state["rng"][info.rank])
+    return state["step"], state["nonfinite_total"]

@@ -1,19 +1,18 @@
 """The training loop: one readable function, nanoGPT style, for 1 process, torchrun or spawned workers.
 
-Per optimizer step: ``accum`` micro-batches per process, each ``[B_micro, 3, S, S]`` images and
-``[B_micro, T]`` tokens; the loss is summed over caption tokens and divided by the number of target
-tokens in the whole global batch (all ranks, all micro-steps), so N processes of batch b compute
-the same update as one process of batch N*b. Gradients flow through the frozen LM into the mapper
-and the encoder; the optimizer only holds those trainable parameters.
-
-Over ~300 lines because the loop is one function on purpose (read top to bottom: setup, resume,
-steps, checkpoint, export), with its validation pass and the resume-compatibility check beside it.
+``train()`` reads top to bottom: setup (process group, model, optimizer), resume (``resume``),
+steps (``step.train_step``, periodic ``validate`` and ``checkpoint``), export. Per optimizer step:
+``accum`` micro-batches per process, each ``[B_micro, 3, S, S]`` images and ``[B_micro, T]`` tokens;
+the loss is summed over caption tokens and divided by the number of target tokens in the whole
+global batch (all ranks, all micro-steps), so N processes of batch b compute the same update as one
+process of batch N*b. Gradients flow through the frozen LM into the mapper and the encoder; the
+optimizer only holds those trainable parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import random
 import time
@@ -26,15 +25,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.core import dist
-from frozen.core.logging import RunLogger, console
+from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
-from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
-from frozen.errors import FrozenConfigError, FrozenError
-from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
-from frozen.model.loss import summed_token_loss
+from frozen.data.pipeline import build_train_loader
+from frozen.errors import FrozenError
+from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
+from frozen.train import resume
 from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
 from frozen.train.step import train_step
+from frozen.train.validate import validate
 
 
 class NonFiniteLossError(FrozenError, RuntimeError):
@@ -83,28 +83,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # ------------------------------------------------------------------ resume
-    resume_from = ckpt.resolve_load_path(cfg.load_path) if cfg.load_path else ckpt.latest_checkpoint(run_dir)
-    start_step, skip_counter, nonfinite_total = 0, SkipCounter(), 0
-    if resume_from is not None:
-        state = ckpt.load(resume_from)
-        _check_compatible(state["config"], cfg, resume_from, log=console.print if info.is_main else (lambda *_: None))
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_step, nonfinite_total = state["step"], state["nonfinite_total"]
-        skip_counter.add(state["data"]["skipped"])
-        skip_counter.samples, skip_counter.truncated = state["data"]["samples"], state["data"]["truncated"]
-        if len(state["rng"]) == info.world_size:  # same world size: restore each rank's own RNG
-            ckpt.set_rng_state(state["rng"][info.rank])
-    elif cfg.init_from:
-        # Fine-tuning: a trained export's vision + mapper weights, fresh optimizer, step 0. A restart
-        # of this run resumes from its own checkpoint above and never reads init_from again.
-        source = resolve_export(cfg.init_from)
-        saved = json.loads((source / CONFIG_NAME).read_text())
-        _check_same_model(saved, _plain_config(cfg), source, "start from it with")
-        model.load_trainable_state(source / WEIGHTS_NAME)
-        if info.is_main:
-            console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
+    resume_from, start_step, skip_counter, nonfinite_total = resume.start_point(cfg, info, model, optimizer, scaler)
     if t.compile:
         model.vision.compile()  # in place: state_dict keys stay unchanged
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
@@ -132,7 +111,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         name=cfg.logger.name or cfg.name,
         tags=cfg.logger.tags,
         mode=cfg.logger.mode,
-        config=_plain_config(cfg),
+        config=dataclasses.asdict(cfg),
         total_steps=t.max_steps,
         start_step=start_step,
     )
@@ -145,8 +124,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         f"{lm_held / 2**20:.1f} of {lm_whole / 2**20:.1f} MiB) | run dir {run_dir}"
         + (f" | resumed from {resume_from} at step {start_step}" if resume_from else "")
     )
+    save_checkpoint = functools.partial(ckpt.save_run, cfg, info, model, optimizer, scaler, log=logger.print)
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ steps
     model.train()
     consecutive_nonfinite, loss_value, step = 0, float("nan"), start_step
     try:
@@ -179,7 +159,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     f"({consecutive_nonfinite} in a row)[/yellow]"
                 )
                 if consecutive_nonfinite >= t.max_nonfinite:
-                    _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, nonfinite_total, logger)
+                    save_checkpoint(step, skip_counter, nonfinite_total)
                     raise NonFiniteLossError(
                         f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
                         f"(last at step {step + 1}); "
@@ -207,11 +187,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 validate(cfg, model, info, logger, done, autocast)
                 model.train()
             if t.ckpt_every and done % t.ckpt_every == 0 and done < t.max_steps:
-                _save_checkpoint(cfg, info, model, optimizer, scaler, done, skip_counter, nonfinite_total, logger)
+                save_checkpoint(done, skip_counter, nonfinite_total)
 
-        # ------------------------------------------------------------------ finish
+        # ------------------------------------------------------------------ export
         final_step = max(t.max_steps, start_step)
-        _save_checkpoint(cfg, info, model, optimizer, scaler, final_step, skip_counter, nonfinite_total, logger)
+        save_checkpoint(final_step, skip_counter, nonfinite_total)
         val = validate(cfg, model, info, logger, final_step, autocast) if t.val_every else {}
         export = run_dir / "export"
         if info.is_main:
@@ -230,142 +210,3 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     finally:
         logger.finish()
         dist.cleanup()
-
-
-@torch.no_grad()
-def validate(
-    cfg: TrainConfig, model: FrozenModel, info: dist.DistInfo, logger: RunLogger, step: int, autocast
-) -> dict[str, float]:
-    """Mean caption loss over ``val_batches`` validation batches (all ranks) + sample captions (rank 0)."""
-    if not cfg.data.val_shards:
-        return {}
-    t = cfg.trainer
-    model.eval()
-    loss_sum = torch.zeros(2, device=info.device)  # [summed CE, number of target tokens]
-    samples: list[tuple[torch.Tensor, str]] = []
-    loader = build_eval_loader(
-        cfg.data,
-        model.tokenizer,
-        image_size=cfg.model.image_size,
-        batch_size=cfg.per_gpu_batchsize or 16,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    batches = [batch for _, batch in zip(range(t.val_batches), loader)]
-    if cfg.trainer.strategy == "fsdp" and info.enabled:
-        # Sharded LM: every forward is a collective, so all ranks run the same number of batches.
-        count = torch.tensor([len(batches)], device=info.device)
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
-        batches = batches[: int(count)]
-    for batch in batches:
-        summed, n = summed_token_loss(model, {**batch, "labels": batch["labels"].to(info.device)}, autocast)
-        loss_sum += torch.tensor([summed, n], device=info.device)
-        if len(samples) < t.num_sample_captions:
-            samples += list(zip(batch["images"], batch["texts"]))[: t.num_sample_captions - len(samples)]
-    dist.all_reduce_sum(loss_sum)
-    val_loss = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
-    metrics = {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50))}
-    if samples and cfg.trainer.strategy == "fsdp" and info.enabled:
-        # Generation on rank 0 alone would wait forever for the other ranks' shards.
-        logger.print(
-            f"[cyan]step {step} val loss {val_loss:.3f}[/cyan] (no sample captions under trainer.strategy=fsdp: "
-            "caption the export with evaluate.py, which holds the LM whole on each process)"
-        )
-    elif info.is_main and samples:
-        captions = model.generate(
-            [[img] for img, _ in samples], ["<image>"] * len(samples), max_new_tokens=20, stop_strings=["\n"]
-        )
-        logger.print(f"[cyan]step {step} val loss {val_loss:.3f}[/cyan]")
-        for (_, ref), gen in list(zip(samples, captions))[:4]:
-            logger.print(f"  [dim]ref[/dim] {ref.strip()!r:40}  [dim]gen[/dim] {gen!r}")
-        images = [(img.permute(1, 2, 0).clamp(0, 1) * 255).byte().cpu().numpy() for img, _ in samples]
-        logger.table(
-            "val/samples",
-            step,
-            ["image", "reference", "generated"],
-            [[im, r, g] for im, (_, r), g in zip(images, samples, captions)],
-        )
-    logger.event(step, metrics)
-    return metrics
-
-
-def _save_checkpoint(cfg, info, model, optimizer, scaler, step, skip_counter, nonfinite_total, logger) -> None:
-    rng = dist.all_gather_objects(ckpt.rng_state())  # every rank's RNG, restored per rank on resume
-    if info.is_main:
-        state = {
-            "step": step,
-            "model": model.trainable_state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng,
-            "data": {
-                "skipped": dict(skip_counter.counts),
-                "samples": skip_counter.samples,
-                "truncated": skip_counter.truncated,
-            },
-            "nonfinite_total": nonfinite_total,
-            "config": _plain_config(cfg),
-        }
-        path = ckpt.save(ckpt.checkpoint_path(cfg.run_dir, step), state, keep_last=cfg.trainer.keep_last)
-        logger.print(f"[dim]checkpoint {path}[/dim]")
-    dist.barrier()
-
-
-def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
-    """The resolved config as plain containers (W&B config, checkpoint metadata)."""
-
-    def plain(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(cfg)
-
-
-# Settings that fix the order of training batches: changing one keeps the run resumable, but the
-# continuation then reads other batches than the uninterrupted run would have.
-_DATA_ORDER_KEYS = (
-    ("data", "train_shards"),
-    ("data", "data_root"),
-    ("data", "shuffle_buffer"),
-    ("data", "num_workers"),
-    ("trainer", "batch_size"),
-    ("per_gpu_batchsize",),
-    ("num_gpus",),
-    ("num_nodes",),
-    ("seed",),
-)
-
-
-def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
-    for section in ("model", "lm"):
-        if saved.get(section) != now[section]:
-            diff = {
-                k: (saved.get(section, {}).get(k), v)
-                for k, v in now[section].items()
-                if saved.get(section, {}).get(k) != v
-            }
-            raise FrozenConfigError(
-                f"{path} was trained with a different {section} config {diff} (saved, now); "
-                f"{action} the same settings or start a new run directory"
-            )
-
-
-def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log) -> None:
-    """A checkpoint only resumes the same model (error); other data order settings only warn."""
-    now = _plain_config(cfg)
-    _check_same_model(saved, now, path, "resume with")
-    for keys in _DATA_ORDER_KEYS:
-        old, new = saved, now
-        for k in keys:
-            old, new = (old or {}).get(k), (new or {}).get(k)
-        if old != new:
-            log(
-                f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
-                "but on a different batch order than an uninterrupted run[/yellow]"
-            )
