@@ -140,7 +140,7 @@ class TrainerConfig:
     max_steps: int = 10_000
     batch_size: int = 128  # global batch (all processes, all accumulation micro-steps)
     lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # Adam (beta1, beta2)
     weight_decay: float = 0.0
     eps: float = 1e-8
     schedule: str = "constant"  # constant | cosine (both after linear warmup)
