@@ -30,7 +30,8 @@ from frozen.core.logging import RunLogger, console
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.pipeline import SkipCounter, build_eval_loader, build_train_loader
 from frozen.errors import FrozenConfigError, FrozenError
-from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
+from frozen.model.export import CONFIG_NAME, WEIGHTS_NAME, TrainingFacts, resolve_export
+from frozen.model.frozen_model import FrozenModel
 from frozen.model.loss import summed_token_loss
 from frozen.train import checkpoint as ckpt
 from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
@@ -215,7 +216,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         val = validate(cfg, model, info, logger, final_step, autocast) if t.val_every else {}
         export = run_dir / "export"
         if info.is_main:
-            model.save_pretrained(export, metadata={"trained_blind": bool(t.blind)})  # evaluation reads it
+            facts = TrainingFacts(
+                steps=final_step,
+                training_data=cfg.data.train_shards,
+                batch_size=t.batch_size,
+                init_from=cfg.init_from,
+                trained_blind=bool(t.blind),  # evaluation reads it back from frozen_config.json
+            )
+            model.save_pretrained(export, training=facts)
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {
