@@ -105,7 +105,7 @@ def check_vision(problems: Problems, name: str) -> None:
 
 def _export_config(problems: Problems, load_path: str) -> dict[str, Any] | None:
     """The ``frozen_config.json`` of an export (or of a run directory's ``export/``), else a problem."""
-    from frozen.model.frozen_model import CONFIG_NAME, find_export
+    from frozen.model.export import CONFIG_NAME, find_export
 
     if not os.path.exists(os.path.expanduser(load_path)):
         problems.add(f"load_path={load_path} does not exist; give a trained export or run directory")

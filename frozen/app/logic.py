@@ -49,7 +49,7 @@ def resolve_load(load: str | None, root: str | Path = ".") -> str:
 
     Raises :class:`AppInputError` saying to run ``make demo`` or pass ``--load`` when there is none.
     """
-    from frozen.model.frozen_model import CONFIG_NAME, find_export
+    from frozen.model.export import CONFIG_NAME, find_export
     from frozen.model.lm import looks_like_path
 
     if load:
@@ -57,7 +57,7 @@ def resolve_load(load: str | None, root: str | Path = ".") -> str:
         if found is not None:
             return str(found)
         # a local folder without an export, or not owner/name: no hub id of an export either
-        if Path(load).expanduser().exists() or looks_like_path(load) or load.count("/") != 1:
+        if looks_like_path(load) or load.count("/") != 1:  # exports on the hub are owner/name
             raise AppInputError(f"--load {load}: no frozen_config.json there; give a save_pretrained export, a "
                                 "training run directory holding export/, or a hub repo id (owner/name)")
         return load  # a hub repo id: FrozenModel.from_pretrained resolves it

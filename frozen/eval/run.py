@@ -18,7 +18,8 @@ from frozen.eval.episodes import task_induction_text
 from frozen.eval.harness import Harness
 from frozen.eval.report import print_table, write_results
 from frozen.eval.runners import run_task
-from frozen.model.frozen_model import CONFIG_NAME, FrozenModel, resolve_export
+from frozen.model.export import CONFIG_NAME, resolve_export
+from frozen.model.frozen_model import FrozenModel
 
 
 def trained_blind(export: Path) -> bool:

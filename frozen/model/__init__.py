@@ -3,9 +3,10 @@
 Owns the vision backbones (``vision``), the prefix mapper (``mapper``), frozen-LM loading (``lm``),
 prompts as data (``prompts``: text segments and images), interleaved generation (``embedding``:
 prompts -> LM inputs; ``decoding``: greedy loops; ``generation``: options, ``generate``,
-``generate_shared``) and the model itself with its safetensors export (``frozen_model``). Inside the
+``generate_shared``), the model itself (``frozen_model``) and its export: the format, file names and
+path lookup (``export``), the model card (``card``) and the Hub transfer (``hub``). Inside the
 package, arrows point one way: ``frozen_model`` -> ``generation`` -> ``embedding``/``decoding`` ->
-``prompts``/``vision``.
+``prompts``/``vision``, and ``frozen_model`` -> ``hub``/``card`` -> ``export``/``lm``.
 May import: ``frozen.config``, ``frozen.errors``. Never ``frozen.data``, ``frozen.train`` or ``frozen.eval``.
 """
 

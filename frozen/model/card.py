@@ -2,12 +2,10 @@
 
 The Hugging Face Hub renders it: YAML front matter (license, library_name, tags, base_model = the
 frozen LM, built with ``huggingface_hub.ModelCardData``) and a Markdown body saying which LM the
-export needs (name and revision when known), the backbone, k, the image size, the training data and
-steps when known, the results rows of the last evaluation when a ``results.json`` is given or lies
-next to the export (image and no_image conditions side by side), and how to load it.
-
-Training facts come from an explicit ``metadata`` dict, else from the run that wrote the export
-(``<run>/export``): its last checkpoint's config and step, or ``<run>/.hydra/config.yaml``.
+export needs (name and revision when known), the backbone, k, the image size, the training facts
+handed over as metadata (``train()`` gives :class:`frozen.model.export.TrainingFacts`), the results
+rows of the last evaluation when a ``results.json`` is given or lies next to the export (image and
+no_image conditions side by side), and how to load it.
 """
 
 from __future__ import annotations
@@ -18,10 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from frozen.model.export import CARD_NAME, RESULTS_NAME
+from frozen.model.lm import looks_like_path
+
 log = logging.getLogger(__name__)
 
-CARD_NAME = "README.md"
-RESULTS_NAME = "results.json"
 # Marks a card written here: save_pretrained replaces such a card, never a README written by a person.
 CARD_MARKER = "<!-- model card written by frozen's save_pretrained; edit freely, delete this line to keep it -->"
 DEFAULT_LICENSE = "apache-2.0"
@@ -55,7 +54,7 @@ def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str
         except importlib.metadata.PackageNotFoundError:
             version = None
         return base, revision or (f"{name} from pip package {package}=={version}" if version else None)
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+    if looks_like_path(name):
         return None, revision
     if revision is None:
         try:
@@ -65,46 +64,6 @@ def lm_identity(name: str, revision: str | None = None) -> tuple[str | None, str
         except Exception:  # not cached, or not a valid id: the revision is simply unknown
             revision = None
     return name, revision
-
-
-def _run_config(run_dir: Path) -> tuple[dict[str, Any], int | None]:
-    """``(resolved training config, step)`` of the run that wrote ``<run>/export``.
-
-    The latest ``checkpoints/step_*.pt`` (the loop writes its final checkpoint before the export)
-    holds both; it is memory-mapped, so its tensors are not read. Else Hydra's ``.hydra/config.yaml``
-    (present when the run directory is Hydra's output directory), without a step.
-    """
-    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    if checkpoints:
-        import torch
-
-        try:
-            state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True, mmap=True)
-            return dict(state.get("config") or {}), state.get("step")
-        except Exception as err:  # a checkpoint from elsewhere or a partial file: the facts stay unknown
-            log.warning("model card: cannot read %s (%s); trying .hydra/config.yaml", checkpoints[-1], err)
-    hydra_cfg = run_dir / ".hydra" / "config.yaml"
-    if hydra_cfg.is_file():
-        import yaml
-
-        try:
-            return yaml.safe_load(hydra_cfg.read_text()) or {}, None
-        except yaml.YAMLError as err:
-            log.warning("model card: %s is not valid YAML (%s); training facts left out", hydra_cfg, err)
-    return {}, None
-
-
-def training_metadata(export_dir: Path) -> dict[str, Any]:
-    """Training data, steps, batch size and init_from of the run holding ``export_dir``; {} if unknown."""
-    cfg, step = _run_config(export_dir.parent)
-    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
-    found = {
-        "training_data": data.get("train_shards"),
-        "steps": step if step is not None else trainer.get("max_steps"),
-        "batch_size": trainer.get("batch_size"),
-        "init_from": cfg.get("init_from"),
-    }
-    return {k: v for k, v in found.items() if v is not None}
 
 
 def load_results(results: str | Path | dict | None, export_dir: Path) -> tuple[list[dict], str | None]:
@@ -280,7 +239,6 @@ def write_model_card(
     if target.is_file() and CARD_MARKER not in target.read_text(errors="replace"):
         log.warning("%s exists and was not written by save_pretrained; kept it (delete it to get a model card)", target)
         return None
-    meta = {**training_metadata(export_dir), **(metadata or {})}
     rows, source = load_results(results, export_dir)
-    target.write_text(model_card(config, metadata=meta, rows=rows, results_source=source, location=str(export_dir)))
+    target.write_text(model_card(config, metadata=metadata, rows=rows, results_source=source, location=str(export_dir)))
     return target

@@ -2,15 +2,13 @@
 
 Training input is ``[visual prefix (k embeddings)][caption tokens][EOS]``; the loss covers caption
 tokens (and EOS) only, and gradients flow *through* the frozen LM into mapper and encoder.
-
-Over ~300 lines because it is the one public class: forward, generation entry points and the
-export (save/load/push) stay together; their work is in generation.py, card.py and hub.py.
+Generation runs in :mod:`frozen.model.generation`; the export format is :mod:`frozen.model.export`,
+its card :mod:`frozen.model.card`, its hub transfer :mod:`frozen.model.hub`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,14 +20,13 @@ from torch import nn
 import frozen.model.generation as generation
 from frozen.config import LMConfig, ModelConfig
 from frozen.errors import FrozenConfigError
-from frozen.model.lm import PACKAGED_GGUF, embedding_dim, load_lm
+from frozen.model import hub
+from frozen.model.card import write_model_card
+from frozen.model.export import WEIGHTS_NAME, TrainingFacts, export_config, read_configs, read_weights, write_export
+from frozen.model.lm import embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
 from frozen.model.prompts import Prompt
 from frozen.model.vision import build_vision, check_images, image_transform
-
-CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
-WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -208,35 +205,30 @@ class FrozenModel(nn.Module):
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(
-        self, path: str | Path, *, metadata: dict[str, Any] | None = None, results: str | Path | dict | None = None
+        self,
+        path: str | Path,
+        *,
+        metadata: dict[str, Any] | None = None,
+        results: str | Path | dict | None = None,
+        training: TrainingFacts | None = None,
     ) -> Path:
         """Write ``frozen_config.json`` + ``model.safetensors`` holding the trainable weights only,
-        and the model card ``README.md`` (see :mod:`frozen.model.card`).
+        and the model card ``README.md`` (see :mod:`frozen.model.export`, :mod:`frozen.model.card`).
 
         The frozen LM is named (hub id or path) in the config, not copied; no pickle is written.
-        ``metadata``: facts about how the model was trained, stored as top-level keys of
-        ``frozen_config.json`` and shown on the card (training writes ``{"trained_blind": bool}``,
-        which evaluation reads; ``training_data``, ``steps``, ``lm_revision``, ``license``, ...).
+        ``metadata``: facts stored as top-level keys of ``frozen_config.json`` and shown on the card
+        (``trained_blind``, ``training_data``, ``steps``, ``lm_revision``, ``license``, ...).
+        ``training``: what ``train()`` knows about the run, shown on the card (its ``trained_blind``
+        is stored in the config too, for evaluation); ``metadata`` wins over it.
         ``results`` is an evaluation's ``results.json`` (path or dict) whose rows the card shows
         (default: a ``results.json`` in the export or next to it).
         """
-        from safetensors.torch import save_file
-
-        from frozen.model.card import write_model_card
-
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = self.trainable_state_dict()
-        config = {
-            "format": "frozen",
-            "format_version": FORMAT_VERSION,
-            "model": dataclasses.asdict(self.model_cfg),
-            "lm": dataclasses.asdict(self.lm_cfg),
-            **(metadata or {}),
-        }
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        write_model_card(path, config, metadata=metadata, results=results)
+        stored = {**(training.config_entries() if training else {}), **(metadata or {})}
+        config = export_config(self.model_cfg, self.lm_cfg, stored)
+        write_export(path, self.trainable_state_dict(), config)
+        card_metadata = {**(training.card_metadata() if training else {}), **(metadata or {})}
+        write_model_card(path, config, metadata=card_metadata, results=results)
         return path
 
     def push_to_hub(
@@ -253,9 +245,7 @@ class FrozenModel(nn.Module):
 
         One call: the repo is created when missing. ``FrozenModel.from_pretrained(repo_id)`` loads it back.
         """
-        from frozen.model.hub import push_to_hub
-
-        return push_to_hub(
+        return hub.push_to_hub(
             self,
             repo_id,
             private=private,
@@ -285,16 +275,9 @@ class FrozenModel(nn.Module):
         ``overrides`` set ModelConfig fields (``vision``, ``num_prefix_tokens``, ``image_size``, ...) or
         LMConfig fields with an ``lm_`` prefix (``lm_dtype="bfloat16"``).
         """
-        path = find_export(name_or_path)
-        if path is None and not isinstance(name_or_path, Path) and str(name_or_path) not in PACKAGED_GGUF:
-            from frozen.model.hub import download_export
-
-            path = download_export(str(name_or_path))
+        path = hub.locate_export(name_or_path)
         if path is not None:
-            saved = json.loads((path / CONFIG_NAME).read_text())
-            if saved.get("format") != "frozen":
-                raise FrozenConfigError(f"{path / CONFIG_NAME} is not a Frozen export (format={saved.get('format')!r})")
-            model_cfg, lm_cfg = ModelConfig(**saved["model"]), LMConfig(**saved["lm"])
+            model_cfg, lm_cfg = read_configs(path)
             weights = path / WEIGHTS_NAME
         else:
             model_cfg, lm_cfg, weights = ModelConfig(), LMConfig(name=str(name_or_path)), None
@@ -306,9 +289,7 @@ class FrozenModel(nn.Module):
 
     def load_trainable_state(self, weights: str | Path) -> None:
         """Load a ``model.safetensors`` written by :meth:`save_pretrained`; every saved key must fit."""
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
+        state = read_weights(weights)
         missing, unexpected = self.load_state_dict(state, strict=False)
         # A frozen LM comes from its own checkpoint; everything else must be in the file.
         really_missing = {n for n in missing if not (self.lm_is_frozen and n.startswith("lm."))}
@@ -318,28 +299,6 @@ class FrozenModel(nn.Module):
                 f"unexpected {sorted(unexpected)[:5]}; "
                 "was it saved with another vision/mapper/k setting?"
             )
-
-
-def find_export(path: str | Path) -> Path | None:
-    """``path`` if it is a save_pretrained export, ``path/export`` if it is a training run directory
-    holding one, else None (e.g. an LM hub id)."""
-    path = Path(str(path)).expanduser()
-    for candidate in (path, path / "export"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return None
-
-
-def resolve_export(load_path: str | None) -> Path:
-    """A save_pretrained export, or a training run directory holding ``export/``; an error otherwise."""
-    if not load_path:
-        raise FrozenConfigError("set load_path= to a trained export (a run directory or its export/ folder)")
-    export = find_export(load_path)
-    if export is not None:
-        return export
-    raise FrozenConfigError(
-        f"{load_path} holds no {CONFIG_NAME}; give a save_pretrained export or a run directory with export/"
-    )
 
 
 def _apply_overrides(

@@ -29,18 +29,13 @@ from frozen.model.embedding import (
     ImageInput,
     PrefixModel,
     embed_layout,
-    embed_prompts,
     embed_tokenized,
     encode,
     left_pad,
 )
 from frozen.model.prompts import Layout, Prompt
 
-# embed_prompts ... trim are re-exported: callers import them from here.
-__all__ = [
-    "GenerationOptions", "decode", "decode_shared", "embed_prompts", "generate", "generate_shared", "greedy_cached",
-    "greedy_uncached", "left_pad", "shared_length", "stop_string_criteria", "trim",
-]
+__all__ = ["GenerationOptions", "decode", "decode_shared", "generate", "generate_shared", "shared_length"]
 
 
 @dataclass(frozen=True, kw_only=True)

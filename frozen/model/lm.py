@@ -63,8 +63,12 @@ def known_lms() -> tuple[str, ...]:
 
 
 def looks_like_path(name: str) -> bool:
-    """``outputs/tiny_lm``, ``./x``, ``/abs``, ``~/x``: a local folder, never a hub id (``owner/name``)."""
-    if name.startswith((".", "/", "~")) or os.sep in name and os.sep != "/":
+    """The one rule for "a local path, not a hub id" (LM names, exports, the app's ``--load``).
+
+    True for what exists on disk and for ``outputs/tiny_lm``, ``./x``, ``/abs``, ``~/x``, ``a/b/c``, which
+    name a folder even before it exists; False for hub ids (``gpt2``, ``owner/name``).
+    """
+    if os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")) or os.sep in name and os.sep != "/":
         return True
     parts = name.split("/")
     # owner/name is a hub id unless "owner" is a local folder (outputs/tiny_lm next to outputs/)

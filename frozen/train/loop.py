@@ -29,6 +29,7 @@ from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.pipeline import build_train_loader
 from frozen.errors import FrozenError
+from frozen.model.export import TrainingFacts
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 from frozen.train import resume
@@ -195,7 +196,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         val = validate(cfg, model, info, logger, final_step, autocast) if t.val_every else {}
         export = run_dir / "export"
         if info.is_main:
-            model.save_pretrained(export, metadata={"trained_blind": bool(t.blind)})  # evaluation reads it
+            facts = TrainingFacts(
+                steps=final_step,
+                training_data=cfg.data.train_shards,
+                batch_size=t.batch_size,
+                init_from=cfg.init_from,
+                trained_blind=bool(t.blind),  # evaluation reads it back from frozen_config.json
+            )
+            model.save_pretrained(export, training=facts)
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {

@@ -8,7 +8,6 @@ other batches than an uninterrupted run would read.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +18,8 @@ from frozen.core import dist
 from frozen.core.logging import console
 from frozen.data.samples import SkipCounter
 from frozen.errors import FrozenConfigError
-from frozen.model.frozen_model import CONFIG_NAME, WEIGHTS_NAME, FrozenModel, resolve_export
+from frozen.model.export import WEIGHTS_NAME, read_config, resolve_export
+from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 
 # Settings that fix the order of training batches: changing one keeps the run resumable, but the
@@ -59,7 +59,7 @@ def start_point(
         # Fine-tuning: a trained export's vision + mapper weights, fresh optimizer, step 0. A restart
         # of this run resumes from its own checkpoint above and never reads init_from again.
         source = resolve_export(cfg.init_from)
-        saved = json.loads((source / CONFIG_NAME).read_text())
+        saved = read_config(source)
         _check_same_model(saved, dataclasses.asdict(cfg), source, "start from it with")
         model.load_trainable_state(source / WEIGHTS_NAME)
         if info.is_main:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from frozen.model.card import CARD_MARKER, model_card, results_table
+from frozen.model.export import TrainingFacts
 
 CONFIG = {
     "model": {
@@ -112,39 +113,38 @@ def test_unknown_metadata_key_is_an_error():
 
 def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_path):
     run = tmp_path / "run"
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text(
-        "data:\n  train_shards: caps/train-{000000..000003}.tar\ntrainer:\n  max_steps: 123\n  batch_size: 16\n"
-    )
+    run.mkdir()
     (run / "results.json").write_text(json.dumps({"rows": ROWS}))
-    export = tiny_model.save_pretrained(run / "export")
+    facts = TrainingFacts(steps=123, training_data="caps/train-{000000..000003}.tar", batch_size=16)
+    export = tiny_model.save_pretrained(run / "export", training=facts)
     card = _card(export / "README.md")
     assert f'from_pretrained("{export}")' in card.text
     assert card.data.base_model is None  # a local LM directory has no hub identity
     assert "| training steps | 123 |" in card.text and "caps/train-{000000..000003}.tar" in card.text
     assert "| batch size | 16 |" in card.text
     assert "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |" in card.text
-    # explicit metadata wins over the run's config
-    tiny_model.save_pretrained(run / "export", metadata={"steps": 7})
+    # the training facts reach the card; of them only trained_blind is stored in frozen_config.json
+    config = json.loads((export / "frozen_config.json").read_text())
+    assert config["trained_blind"] is False and not {"steps", "training_data", "batch_size"} & set(config)
+    # explicit metadata wins over the training facts
+    tiny_model.save_pretrained(run / "export", metadata={"steps": 7}, training=facts)
     assert "| training steps | 7 |" in (export / "README.md").read_text()
-    # the run's last checkpoint (what the training loop writes just before the export) wins over Hydra's yaml
-    (run / "checkpoints").mkdir()
-    for step in (40, 80):
-        torch.save(
-            {
-                "step": step,
-                "config": {
-                    "data": {"train_shards": "vqa/train-*.tar"},
-                    "trainer": {"max_steps": 80, "batch_size": 8},
-                    "init_from": "a/export",
-                },
-                "model": {"w": torch.zeros(3)},
-            },
-            run / "checkpoints" / f"step_{step:08d}.pt",
-        )
-    text = (tiny_model.save_pretrained(run / "export") / "README.md").read_text()
+    facts = TrainingFacts(steps=80, training_data="vqa/train-*.tar", batch_size=8, init_from="a/export")
+    text = (tiny_model.save_pretrained(run / "export", training=facts) / "README.md").read_text()
     assert "| training steps | 80 |" in text and "`vqa/train-*.tar`" in text and "| batch size | 8 |" in text
     assert "| initialised from | `a/export` |" in text
+
+
+def test_card_does_not_read_the_run_directory(tiny_model, tmp_path):
+    """Training facts come from train() alone: a run's checkpoints and .hydra/ are not the card's source."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("data:\n  train_shards: caps/train.tar\ntrainer:\n  max_steps: 123\n")
+    (run / "checkpoints").mkdir()
+    torch.save({"step": 40, "config": {"trainer": {"batch_size": 8}}}, run / "checkpoints" / "step_00000040.pt")
+    text = (tiny_model.save_pretrained(run / "export") / "README.md").read_text()
+    assert "| training data | unknown |" in text and "| training steps | unknown |" in text
+    assert "batch size" not in text
 
 
 def test_save_pretrained_keeps_a_readme_written_by_a_person(tiny_model, tmp_path):

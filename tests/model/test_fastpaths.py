@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozen.model.generation import generate_shared, greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.decoding import greedy_cached, greedy_uncached, stop_string_criteria, trim
+from frozen.model.generation import generate_shared
 from frozen.model.prompts import Prompt
 
 SUPPORT = "Answer with dax or blicket.\n<image>This is a dax.\n<image>This is a blicket.\n"
@@ -123,7 +124,7 @@ def test_eos_stops_each_row_on_its_own(tiny_model):
 
 
 def _free_ids(model, support, queries) -> torch.Tensor:
-    from frozen.model.generation import embed_prompts, left_pad
+    from frozen.model.embedding import embed_prompts, left_pad
 
     embeds, mask = left_pad(embed_prompts(model, [support + q for q in queries], [SUPPORT + p for p in QUERIES]))
     return greedy_uncached(model.lm, embeds, mask, 8, eos_id=-1, pad_id=0)
@@ -134,7 +135,7 @@ def test_greedy_cached_matches_uncached_with_left_padding(tiny_lm_dirs, kind):
     """The cached loop on an empty cache equals the reference loop, EOS padding included."""
     from transformers import DynamicCache
 
-    from frozen.model.generation import embed_prompts, left_pad
+    from frozen.model.embedding import embed_prompts, left_pad
 
     model = _model(tiny_lm_dirs[kind]).eval()
     support, queries = _episode()

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from frozen.model.generation import GenerationOptions, embed_prompts, left_pad, trim
+from frozen.model.decoding import trim
+from frozen.model.embedding import embed_prompts, left_pad
+from frozen.model.generation import GenerationOptions
 from frozen.model.prompts import Prompt
 
 
