@@ -1,4 +1,4 @@
-"""The evaluation harness end to end on a tiny model: conditions, shots, exact splits, outputs."""
+"""Evaluation end to end on a tiny model: conditions, shots, exact splits, outputs."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def test_unknown_condition_and_missing_shards_are_clear_errors(export_dir, capti
 
 
 def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path, monkeypatch):
-    """Several queries per binding support set: the harness reuses the support's KV cache and gets
+    """Several queries per binding support set: the answerer reuses the support's KV cache and gets
     the same predictions as generating every full prompt on its own."""
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
