@@ -57,16 +57,6 @@ def is_text_only(condition: str) -> bool:
     return condition == TEXT_ONLY
 
 
-def setting(row: dict) -> str:
-    """A row's settings in words: "0-shot", "2-way 1 inner shot +induction"."""
-    if "ways" in row:
-        text = f"{row['ways']}-way {row['inner_shots']} inner shot" + (
-            f" {row['repeats']} repeats" if row["repeats"] else ""
-        )
-        return text + (" +induction" if row["task_induction"] else "")
-    return f"{row['shots']}-shot"
-
-
 def chance(row: dict) -> float | None:
     """Chance level where it is defined: 1/ways for naming episodes, 0.5 for yes/no questions."""
     if "ways" in row:
@@ -76,11 +66,13 @@ def chance(row: dict) -> float | None:
 
 def merged_rows(out: Path) -> list[dict]:
     """All rows with a "model" field; text-only rows (computed with the first model) copied to both."""
+    from frozen.core.results import RESULTS_NAME, read_rows
+
     rows = []
-    first = json.loads((out / "eval" / "frozen" / "results.json").read_text())["rows"]
+    first = read_rows(out / "eval" / "frozen" / RESULTS_NAME)
     text_only = [r for r in first if is_text_only(r["condition"])]
     for model in MODELS:
-        own = json.loads((out / "eval" / model / "results.json").read_text())["rows"]
+        own = read_rows(out / "eval" / model / RESULTS_NAME)
         own = [r for r in own if not is_text_only(r["condition"])]
         shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in text_only]
         rows += [dict(r, model=model) for r in own + shared]
@@ -98,14 +90,12 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
     accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
     ``°`` one that differs from chance (two-sided z-test, p < 0.05; frozen.eval.stats).
     """
+    from frozen.core.results import group_by_setting
     from frozen.eval.stats import is_proportion, two_proportion_p
 
     spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
     caption = f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)"
-    keyed: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        who = TEXT_ONLY if is_text_only(r["condition"]) else r["model"]
-        keyed.setdefault((r["task"], r["metric"], setting(r)), {})[who] = r
+    keyed = group_by_setting(rows, lambda r: TEXT_ONLY if is_text_only(r["condition"]) else r["model"])
 
     def cell(r, base, level):
         if r is None:
@@ -141,24 +131,18 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
 
 def summary_table(rows: list[dict], num_seeds: int):
     """:func:`summary_cells` as a rich table (the console)."""
-    from rich.markup import escape
-    from rich.table import Table
+    from frozen.core.results import console_table
 
     lines, caption = summary_cells(rows, num_seeds)
-    table = Table(title=TITLE, caption=caption)
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("task", "metric", "setting") else "right")
-    for line in lines:
-        table.add_row(*(escape(c) for c in line))
-    return table
+    return console_table(COLUMNS, lines, title=TITLE, caption=caption)
 
 
 def summary_markdown(rows: list[dict], num_seeds: int) -> str:
     """:func:`summary_cells` as a Markdown table (outputs/demo/results.md, pasted into README)."""
+    from frozen.core.results import markdown_table
+
     lines, caption = summary_cells(rows, num_seeds)
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    out += ["| " + " | ".join(line) + " |" for line in lines]
-    return "\n".join(out) + f"\n\n*{caption}*\n"
+    return markdown_table(COLUMNS, lines, caption)
 
 
 def machine() -> str:

@@ -1,12 +1,13 @@
-"""Evaluation: metrics with the official code's behaviour (``metrics``), few-shot episodes
-(``episodes``: format, prompts, the offline binding set; ``deepmind``: the released sets),
-queries per task kind and condition (``tasks``), one function per task kind
-(``runners``: ``eval_vqa``, ``eval_caption``, ``eval_episodes``), the harness that generates and
-gathers (``harness``), results files and tables (``report``) and the entry point (``run.evaluate``).
+"""Evaluation, one module per task kind, each doing load -> queries -> generate -> score:
+``caption`` (BLEU-4, CIDEr, perplexity), ``vqa`` (official VQA accuracy, demonstrations) and
+``fewshot`` (binding / DeepMind episodes; their format and sets in ``episodes`` and ``deepmind``).
+They share ``answer`` (queries, generation on this rank + gathering across ranks), ``context``
+(what a kind runs with), ``store`` (rows, predictions, results.json) and ``metrics`` / ``stats``.
+``run.evaluate`` runs a preset; results tables are formatted by ``frozen.core.results``.
 The task schemas (one per kind) live in ``frozen.config``.
 
 Submodules are imported explicitly (``from frozen.eval.metrics import vqa_accuracy``) so that using
 one does not pay for the other's imports.
-May import: ``frozen.config``, ``frozen.errors``, ``frozen.model``, ``frozen.data``,
-``frozen.core.dist`` / ``frozen.core.logging`` (process groups and console). Never ``frozen.train.loop``.
+May import: ``frozen.config``, ``frozen.errors``, ``frozen.model``, ``frozen.data``, ``frozen.core``.
+Never ``frozen.train``.
 """

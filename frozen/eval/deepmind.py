@@ -140,7 +140,7 @@ def load_deepmind_task(root: str | os.PathLike, task: str, *, ways: int, shots: 
             induction, q_text, prefix, ans = "", str(question[1]).strip(), "", str(answers[0]).strip()
         folder = path.parent
         episodes.append(Episode(
-            task=task, episode_id=qid,
+            source=task, episode_id=qid,
             support=[(_resolve(folder, img, path, qid), text) for img, text in zip(support[0], texts)],
             query_image=_resolve(folder, query[1], path, qid),
             question=q_text, answer=ans, ways=ways, shots=shots,

@@ -57,7 +57,7 @@ class Episode:
     instruction line (``"Answer with dax or blicket."``), empty when the task has none.
     """
 
-    task: str
+    source: str  # the set it comes from: "easyvqa_binding" or a DeepMind set ("open_ended_mi", ...)
     episode_id: str
     support: list[tuple[ImageRef, str]]
     query_image: ImageRef
@@ -107,7 +107,7 @@ def episode_parts(
     Both together give a text-only prompt.
     """
     if task_induction and not episode.task_induction:
-        raise ValueError(f"episode {episode.episode_id} of task {episode.task!r} has no task-induction text")
+        raise ValueError(f"episode {episode.episode_id} of {episode.source!r} has no task-induction text")
     lines = [episode.task_induction] if task_induction else []
     images: list[Image.Image] = []
     loaded: dict[int, Image.Image] = {}  # repeats show the same image again: load it once
@@ -237,7 +237,7 @@ def build_easyvqa_binding(
         for j, slot in enumerate(answer_slots):
             query_id = queries[slot].pop(0)
             episodes.append(Episode(
-                task="easyvqa_binding", episode_id=base_id if q == 1 else f"{base_id}-q{j}",
+                source="easyvqa_binding", episode_id=base_id if q == 1 else f"{base_id}-q{j}",
                 support=shared_support, query_image=labels[query_id][2],
                 question=NAMING_QUESTION, answer=slot_names[slot], ways=ways, shots=shots,
                 task_induction=induction, answer_prefix=NAMING_ANSWER_PREFIX,

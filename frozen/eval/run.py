@@ -1,4 +1,5 @@
-"""``evaluate(cfg)``: load a trained model, run a preset's tasks, write results.json and predictions."""
+"""``evaluate(cfg)``: load a trained model, run each task of a preset with the function of its kind
+(:data:`RUNNERS`), write results.json and predictions, print the results table."""
 
 from __future__ import annotations
 
@@ -6,20 +7,28 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from rich.markup import escape
 
 from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig
 from frozen.core import dist
 from frozen.core.logging import RunLogger, console
+from frozen.core.results import rows_table
 from frozen.errors import FrozenConfigError
+from frozen.eval.caption import run_caption
+from frozen.eval.context import EvalContext
 from frozen.eval.episodes import task_induction_text
-from frozen.eval.harness import Harness
-from frozen.eval.report import print_table, write_results
-from frozen.eval.runners import run_task
+from frozen.eval.fewshot import run_episodes
+from frozen.eval.store import write_results
+from frozen.eval.vqa import run_vqa
 from frozen.model.export import CONFIG_NAME, resolve_export
 from frozen.model.frozen_model import FrozenModel
+
+RUNNERS: dict[str, Callable[[str, Any, EvalContext], None]] = {
+    "vqa": run_vqa, "caption": run_caption, "binding": run_episodes, "deepmind": run_episodes}
+"""Task kind (``task.kind``) -> the function that loads, queries, generates and scores it."""
 
 
 def trained_blind(export: Path) -> bool:
@@ -47,6 +56,13 @@ def templates(task: EvalTaskConfig) -> dict[str, Any]:
             "support_caption": "from the data set (binding: \"This is a {name}.\")", "line_separator": "\n"}
 
 
+def run_task(name: str, task: EvalTaskConfig, ctx: EvalContext) -> None:
+    """Run one task of a preset with the function of its kind."""
+    if getattr(task, "kind", None) not in RUNNERS:
+        raise TypeError(f"task {name}: {type(task).__name__} is not an evaluation task schema")
+    RUNNERS[task.kind](name, task, ctx)
+
+
 def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """Run the preset on this rank's share; rank 0 writes ``results.json`` and returns the rows."""
     info = dist.init(cfg.device)
@@ -69,26 +85,29 @@ def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
                          "the model was trained blind, but blind_model_sees_black_images=false: it sees real images")
         torch.manual_seed(cfg.seed)
         model = FrozenModel.from_pretrained(export).to(info.device).eval()
-        harness = Harness(model, cfg, info, log=logger.print if info.is_main else (lambda *_: None))
+        ctx = EvalContext(model, cfg, info, log=logger.print if info.is_main else (lambda *_: None))
         timings: dict[str, float] = {}
         for name, task in tasks.items():
             start = time.perf_counter()
-            run_task(name, task, harness)
+            run_task(name, task, ctx)
             timings[name] = round(time.perf_counter() - start, 2)
             if info.is_main:
                 logger.print(f"{name}: {timings[name]:.0f} s")
+        store = ctx.store
         if info.is_main:
-            extra = {"timings_s": timings, "trained_blind": blind, "notes": harness.notes,
+            extra = {"timings_s": timings, "trained_blind": blind, "notes": store.notes,
                      "templates": {name: templates(task) for name, task in tasks.items()},
                      "conditions_run": {name: task.conditions for name, task in tasks.items()}}
-            out = write_results(run_dir, harness.rows, harness.predictions, config=dataclasses.asdict(cfg),
-                                checkpoint=export, extra=extra, submissions=harness.submissions)
-            print_table(harness.rows, title=f"{cfg.eval.name}: {export}", console=console, notes=harness.notes)
+            out = write_results(run_dir, store.rows, store.predictions, config=dataclasses.asdict(cfg),
+                                checkpoint=export, extra=extra, submissions=store.submissions)
+            console.print(rows_table(store.rows, title=f"{cfg.eval.name}: {export}"))
+            for note in store.notes:
+                console.print(f"note: {escape(note)}")
             logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
-            if harness.rows:
-                columns = list(dict.fromkeys(k for r in harness.rows for k in r))  # kinds have different settings
-                logger.table("eval/results", 0, columns, [[r.get(c) for c in columns] for r in harness.rows])
-        return harness.rows
+            if store.rows:
+                columns = list(dict.fromkeys(k for r in store.rows for k in r))  # kinds have different settings
+                logger.table("eval/results", 0, columns, [[r.get(c) for c in columns] for r in store.rows])
+        return store.rows
     finally:
         logger.finish()
         dist.cleanup()

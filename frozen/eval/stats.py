@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from frozen.core.results import SETTING_KEYS
 from frozen.eval.metrics import mean_std
-from frozen.eval.report import SETTING_KEYS
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

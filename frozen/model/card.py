@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from frozen.model.export import CARD_NAME, RESULTS_NAME
+from frozen.core.results import RESULTS_NAME, condition_table, read_rows
+from frozen.model.export import CARD_NAME
 from frozen.model.lm import looks_like_path
 
 log = logging.getLogger(__name__)
@@ -75,43 +76,13 @@ def load_results(results: str | Path | dict | None, export_dir: Path) -> tuple[l
     for path in candidates:
         if path.is_file():
             try:
-                return list(json.loads(path.read_text()).get("rows", [])), str(path)
+                return read_rows(path), str(path)
             except (json.JSONDecodeError, AttributeError) as err:
                 log.warning("model card: %s is not an evaluation results.json (%s); results left out", path, err)
                 return [], None
     if results is not None:
         log.warning("model card: no results file at %s; results left out", results)
     return [], None
-
-
-def _cell(row: dict) -> str:
-    mean, std = row.get("mean"), row.get("stddev")
-    if mean is None:
-        return "–"
-    return f"{mean:.3f} ± {std:.3f}" if std and (row.get("num_trials") or 1) > 1 else f"{mean:.3f}"
-
-
-def results_table(rows: list[dict]) -> str:
-    """One line per (task, metric, setting), one column per condition (image, no_image, ...), in order of appearance.
-
-    A row's setting is its shots (VQA, captioning) or its episode grid point (ways, inner shots, repeats,
-    task induction): the keys :data:`frozen.eval.report.SETTING_KEYS` names.
-    """
-    from frozen.eval.report import SETTING_KEYS  # at call time: frozen.eval imports frozen.model, not the reverse
-
-    conditions: list[str] = []
-    cells: dict[tuple, dict[str, str]] = {}
-    for row in rows:
-        cond = str(row.get("condition", "image"))
-        if cond not in conditions:
-            conditions.append(cond)
-        setting = ", ".join(f"{k}={row[k]}" for k in SETTING_KEYS if k in row and k != "shots")
-        setting = setting or str(row.get("shots", ""))
-        cells.setdefault((row.get("task"), row.get("metric"), setting), {})[cond] = _cell(row)
-    lines = ["| task | metric | setting | " + " | ".join(conditions) + " |", "|---" * (3 + len(conditions)) + "|"]
-    for (task, metric, setting), by_cond in cells.items():
-        lines.append(f"| {task} | {metric} | {setting} | " + " | ".join(by_cond.get(c, "–") for c in conditions) + " |")
-    return "\n".join(lines)
 
 
 def model_card(
@@ -200,7 +171,7 @@ def model_card(
             "prefix of an all-black image (the train-blind baseline)."
             + (f" From `{source}`." if source else ""),
             "",
-            results_table(rows),
+            condition_table(rows),
             "",
         ]
     body += [

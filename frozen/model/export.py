@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from frozen.config import LMConfig, ModelConfig
+from frozen.core.results import RESULTS_NAME
 from frozen.errors import FrozenConfigError
 
 CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-RESULTS_NAME = "results.json"
 EXPORT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, RESULTS_NAME)
 FORMAT_VERSION = 1
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from frozen.errors import DataError
+from frozen.eval.answer import Query, black_out
 from frozen.eval.deepmind import load_deepmind_task
 from frozen.eval.episodes import (
     Episode,
@@ -22,7 +23,6 @@ from frozen.eval.episodes import (
     episode_prompt,
     task_induction_text,
 )
-from frozen.eval.tasks import Query, black_out
 from frozen.model.prompts import IMAGE_MARKER
 
 
@@ -140,7 +140,7 @@ def test_deepmind_reader_missing_files(open_ended_root):
 
 def _episode(**kw) -> Episode:
     red, blue = Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255))
-    base = dict(task="open_ended_mi", episode_id="0", support=[(red, "This is a dax."), (blue, "This is a blicket.")],
+    base = dict(source="open_ended_mi", episode_id="0", support=[(red, "This is a dax."), (blue, "This is a blicket.")],
                 query_image=Image.new("RGB", (4, 4), (0, 255, 0)), question="What is this?", answer="dax",
                 ways=2, shots=1, task_induction="Answer with dax or blicket.", answer_prefix="This is a")
     return Episode(**{**base, **kw})

@@ -22,8 +22,11 @@ from frozen.config import (
     VqaTaskConfig,
 )
 from frozen.errors import DataError, FrozenConfigError
-from frozen.eval import tasks as T
+from frozen.eval.answer import black_out
+from frozen.eval.context import load_items
+from frozen.eval.fewshot import episode_queries, load_episodes
 from frozen.eval.metrics import caption_scores
+from frozen.eval.vqa import DemoPool, vqa_queries
 
 SIZE = 32  # the tiny export's image size
 
@@ -166,8 +169,8 @@ def test_caption_rows_use_every_reference_and_per_token_perplexity(export_dir, d
 
     # Perplexity: exp(total caption-token CE / total caption tokens), one caption at a time here.
     model = FrozenModel.from_pretrained(str(export_dir)).eval()
-    items = T.load_items(tasks["single"], DataConfig(train_shards="", data_root=str(data_root), num_workers=0),
-                         image_size=SIZE, rank=0, world_size=1, limit=None)
+    items = load_items(tasks["single"], DataConfig(train_shards="", data_root=str(data_root), num_workers=0),
+                       image_size=SIZE, rank=0, world_size=1, limit=None)
     collate = Collator(model.tokenizer, DataConfig(train_shards="").max_length)
     losses, counts = [], []
     with torch.no_grad():
@@ -238,10 +241,10 @@ def test_train_blind_export_is_evaluated_with_black_images(tiny_gpt2, data_root,
 
 def test_black_images_keep_the_prompt_and_zero_every_image():
     ep_task = BindingTaskConfig(num_episodes=2)
-    episodes = T.load_episodes(ep_task, ways=2, shots=1, repeats=1, seed=0)
-    image = list(T.episode_queries(episodes, induction=True, condition="image"))
-    black = list(T.black_out(T.episode_queries(episodes, induction=True, condition="black_images"), SIZE))
-    none = list(T.episode_queries(episodes, induction=True, condition="no_image"))
+    episodes = load_episodes(ep_task, ways=2, shots=1, repeats=1, seed=0)
+    image = list(episode_queries(episodes, induction=True, condition="image"))
+    black = list(black_out(episode_queries(episodes, induction=True, condition="black_images"), SIZE))
+    none = list(episode_queries(episodes, induction=True, condition="no_image"))
     for a, b, c in zip(image, black, none):
         assert b.prompt == a.prompt and len(b.images) == len(a.images) == 2 * 2 + 1  # support twice + query
         assert all(torch.equal(im, torch.zeros(3, SIZE, SIZE)) for im in b.images)
@@ -251,14 +254,14 @@ def test_black_images_keep_the_prompt_and_zero_every_image():
 
 def test_demonstrations_never_come_from_the_query_image_when_the_pool_is_the_evaluated_set(caption_data):
     data = DataConfig(train_shards="", data_root=str(caption_data), num_workers=0)
-    items = T.load_items(VqaTaskConfig(shards="vqa/vqa-train-*.tar"), data, image_size=SIZE, rank=0, world_size=1,
-                         limit=None)
-    pool = T.DemoPool(items)
+    items = load_items(VqaTaskConfig(shards="vqa/vqa-train-*.tar"), data, image_size=SIZE, rank=0, world_size=1,
+                       limit=None)
+    pool = DemoPool(items)
     image_of = {ex.key: ex.meta["image_id"] for ex in items}
     used = 0
     for trial in range(3):
-        for ex, q in zip(items, T.vqa_queries(items, pool, VqaTaskConfig(), shots=4, condition="image", seed=0,
-                                              trial=trial)):
+        for ex, q in zip(items, vqa_queries(items, pool, VqaTaskConfig(), shots=4, condition="image", seed=0,
+                                            trial=trial)):
             assert len(q.meta["demo_keys"]) == 4
             assert all(image_of[k] != ex.meta["image_id"] for k in q.meta["demo_keys"]), (ex.key, q.meta["demo_keys"])
             used += 1

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from frozen.model.card import CARD_MARKER, model_card, results_table
+from frozen.core.results import condition_table
+from frozen.model.card import CARD_MARKER, model_card
 from frozen.model.export import TrainingFacts
 
 CONFIG = {
@@ -77,10 +78,10 @@ def test_card_front_matter_and_facts_for_the_packaged_lm():
 
 
 def test_results_table_pivots_conditions_side_by_side():
-    lines = results_table(ROWS).splitlines()
+    lines = condition_table(ROWS).splitlines()
     assert lines[0] == "| task | metric | setting | image | no_image |"
-    assert lines[2] == "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |"
-    assert lines[3] == "| easyvqa_vqa | vqa_accuracy | 1 | 0.381 ± 0.062 | – |"  # no no_image row for 1 shot
+    assert lines[2] == "| easyvqa_vqa | vqa_accuracy | 0-shot | 0.675 | 0.062 |"
+    assert lines[3] == "| easyvqa_vqa | vqa_accuracy | 1-shot | 0.381 ± 0.062 | – |"  # no no_image row for 1 shot
     assert len(lines) == 4
 
 
@@ -99,10 +100,10 @@ def test_results_table_keeps_each_episode_setting_on_its_own_line():
         episode | {"task_induction": False, "condition": "image", "mean": 0.4},
         episode | {"task_induction": True, "condition": "image", "mean": 0.6},
     ]
-    lines = results_table(rows).splitlines()
+    lines = condition_table(rows).splitlines()
     assert lines[2:] == [
-        "| binding | accuracy | ways=2, inner_shots=1, repeats=0, task_induction=False | 0.400 |",
-        "| binding | accuracy | ways=2, inner_shots=1, repeats=0, task_induction=True | 0.600 |",
+        "| binding | accuracy | 2-way 1 inner shot | 0.400 |",
+        "| binding | accuracy | 2-way 1 inner shot +induction | 0.600 |",
     ]
 
 
@@ -122,7 +123,7 @@ def test_save_pretrained_writes_card_with_run_facts_and_results(tiny_model, tmp_
     assert card.data.base_model is None  # a local LM directory has no hub identity
     assert "| training steps | 123 |" in card.text and "caps/train-{000000..000003}.tar" in card.text
     assert "| batch size | 16 |" in card.text
-    assert "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |" in card.text
+    assert "| easyvqa_vqa | vqa_accuracy | 0-shot | 0.675 | 0.062 |" in card.text
     # the training facts reach the card; of them only trained_blind is stored in frozen_config.json
     config = json.loads((export / "frozen_config.json").read_text())
     assert config["trained_blind"] is False and not {"steps", "training_data", "batch_size"} & set(config)
@@ -235,5 +236,5 @@ def test_push_to_hub_uploads_the_export_only(tiny_model, monkeypatch, tmp_path):
     assert files == {"frozen_config.json", "model.safetensors", "README.md", "results.json"}
     assert not any(k.startswith("lm.") for k in weights)  # the frozen LM is never uploaded
     assert torch.equal(weights["mapper.proj.weight"], tiny_model.mapper.proj.weight.detach())
-    assert "| training steps | 5 |" in card and "| easyvqa_vqa | vqa_accuracy | 0 | 0.675 | 0.062 |" in card
+    assert "| training steps | 5 |" in card and "| easyvqa_vqa | vqa_accuracy | 0-shot | 0.675 | 0.062 |" in card
     assert 'FrozenModel.from_pretrained("me/frozen-tiny")' in card  # the card says where to load it from

@@ -1,4 +1,4 @@
-"""The evaluation harness end to end on a tiny model: conditions, shots, exact splits, outputs."""
+"""Evaluation end to end on a tiny model: conditions, shots, exact splits, outputs."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ from frozen.config import (
     EvaluateConfig,
     VqaTaskConfig,
 )
+from frozen.core.results import ROW_KEYS
 from frozen.data.pipeline import iter_eval_samples
 from frozen.errors import DataError, FrozenConfigError
-from frozen.eval import tasks as T
-from frozen.eval.report import ROW_KEYS
+from frozen.eval.context import load_items
+from frozen.eval.fewshot import episode_queries, load_episodes
+from frozen.eval.vqa import DemoPool, vqa_queries
+from frozen.model.prompts import sample_shots
 
 
 @pytest.fixture(scope="module")
@@ -111,39 +114,39 @@ def _items(caption_data, shards="vqa/vqa-test-*.tar"):
 
 def test_no_image_and_text_demo_conditions_drop_the_right_images(caption_data):
     items = _items(caption_data)[:3]
-    pool = T.DemoPool(_items(caption_data, "vqa/vqa-train-*.tar"))
+    pool = DemoPool(_items(caption_data, "vqa/vqa-train-*.tar"))
     task = VqaTaskConfig(prompt="Q: {question} A:")
     for condition, demo_images, query_image in [("image", True, True), ("no_image", False, False),
                                                 ("text_demos", False, True), ("black_images", True, True)]:
-        for q in T.vqa_queries(items, pool, task, shots=2, condition=condition, seed=0, trial=0):
+        for q in vqa_queries(items, pool, task, shots=2, condition=condition, seed=0, trial=0):
             assert q.prompt.count("<image>") == len(q.images) == 2 * demo_images + query_image
             lines = q.prompt.split("\n")
             assert len(lines) == 3 and lines[-1].endswith("A:") and lines[0].rsplit("A: ", 1)[1]
             assert lines[-1].startswith("<image>") == query_image
-    blind0 = list(T.vqa_queries(items, None, task, shots=0, condition="no_image", seed=0, trial=0))
+    blind0 = list(vqa_queries(items, None, task, shots=0, condition="no_image", seed=0, trial=0))
     assert blind0[0].images == [] and blind0[0].prompt == f"Q: {items[0].meta['question']} A:"
 
 
 def test_demonstrations_are_seeded_and_never_about_the_query_image(caption_data):
     items = _items(caption_data, "vqa/vqa-train-*.tar")
-    pool = T.DemoPool(items)
+    pool = DemoPool(items)
     task = VqaTaskConfig()
     for trial in range(3):
-        a = list(T.vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
-        b = list(T.vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
+        a = list(vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
+        b = list(vqa_queries(items, pool, task, shots=4, condition="text_demos", seed=7, trial=trial))
         assert [q.prompt for q in a] == [q.prompt for q in b]
     for ex in items:
         excluded = pool.excluded_for(ex.key, ex.meta)
         assert pool.by_key[ex.key] in excluded and len(excluded) == 2  # itself + the other question on its image
-        picks = set().union(*(T.sample_shots(len(pool), 4, random.Random(s), exclude=excluded) for s in range(20)))
+        picks = set().union(*(sample_shots(len(pool), 4, random.Random(s), exclude=excluded) for s in range(20)))
         assert not picks & excluded
 
 
 def test_max_examples_takes_the_first_items_across_ranks(caption_data):
     task = VqaTaskConfig(shards="vqa/vqa-test-*.tar")
     data = DataConfig(train_shards="", data_root=str(caption_data), num_workers=0)
-    everything = [e.key for e in T.load_items(task, data, image_size=32, rank=0, world_size=1, limit=None)]
-    split = [e.key for r in range(3) for e in T.load_items(task, data, image_size=32, rank=r, world_size=3, limit=7)]
+    everything = [e.key for e in load_items(task, data, image_size=32, rank=0, world_size=1, limit=None)]
+    split = [e.key for r in range(3) for e in load_items(task, data, image_size=32, rank=r, world_size=3, limit=7)]
     assert sorted(split) == sorted(everything[:7])
 
 
@@ -163,7 +166,7 @@ def test_unknown_condition_and_missing_shards_are_clear_errors(export_dir, capti
 
 
 def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path, monkeypatch):
-    """Several queries per binding support set: the harness reuses the support's KV cache and gets
+    """Several queries per binding support set: the answerer reuses the support's KV cache and gets
     the same predictions as generating every full prompt on its own."""
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
@@ -182,9 +185,9 @@ def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path
     assert len(preds) == 24 and len({p["id"] for p in preds}) == 12
 
     model = FrozenModel.from_pretrained(str(export_dir))
-    episodes = T.load_episodes(task, ways=2, shots=1, repeats=0, seed=0)
+    episodes = load_episodes(task, ways=2, shots=1, repeats=0, seed=0)
     for condition in ("image", "no_image"):
-        queries = list(T.episode_queries(episodes, induction=True, condition=condition))
+        queries = list(episode_queries(episodes, induction=True, condition=condition))
         alone = model.generate([q.images for q in queries], [q.prompt for q in queries], max_new_tokens=3,
                                stop_strings=["\n"])
         got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition and p["task_induction"]}

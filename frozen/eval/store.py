@@ -1,5 +1,7 @@
-"""Evaluation outputs: results.json (rows + provenance), predictions.jsonl, the official server's
-predictions files for unanswered splits (submissions/), a rich console table."""
+"""The results of one evaluation run: rows, predictions, submissions and notes collected while the
+task kinds run (:class:`ResultStore`), and the files they become: ``results.json`` (rows +
+provenance), ``predictions.jsonl`` and the official server's files for unanswered splits
+(``submissions/``). Row keys and tables: :mod:`frozen.core.results`."""
 
 from __future__ import annotations
 
@@ -8,17 +10,37 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from frozen.core.results import RESULTS_NAME
+from frozen.eval.metrics import mean_std
 
-ROW_KEYS = ("task", "metric", "condition", "mean", "stddev", "num_examples", "num_trials")
-"""Keys of every row. A row also holds the settings of its kind (:data:`SETTING_KEYS`), after
-``metric``: ``shots`` (vqa, caption) or ``ways``, ``inner_shots``, ``repeats``, ``task_induction``
-(episodes); vqa rows with demonstrations add ``demo_pool_size``."""
-SETTING_KEYS = ("shots", "ways", "inner_shots", "repeats", "task_induction")
+
+class ResultStore:
+    """What the task kinds hand back: rows (every rank), predictions (rank 0 keeps them), the
+    official server's files and notes printed under the table (e.g. why a task has no rows)."""
+
+    def __init__(self, keep_predictions: bool):
+        self.keep_predictions = keep_predictions
+        self.rows: list[dict[str, Any]] = []
+        self.predictions: list[dict[str, Any]] = []
+        self.submissions: dict[str, list[dict[str, Any]]] = {}  # file name -> official server format
+        self.notes: list[str] = []
+
+    def add_row(self, name: str, metric: str, condition: str, values: list[float], n: int,
+                settings: dict[str, Any], **extra: Any) -> None:
+        """One results row of task ``name``: mean and sample std over ``values`` (one per trial)."""
+        mean, std = mean_std(values)
+        row = {"task": name, "metric": metric, **settings, "condition": condition, "mean": mean, "stddev": std,
+               "num_examples": n, "num_trials": len(values), **extra}
+        self.rows.append(row)
+
+    def keep(self, name: str, settings: dict[str, Any], condition: str, trial: int,
+             records: list[dict[str, Any]]) -> None:
+        """Keep scored records for predictions.jsonl, tagged with their task and setting."""
+        if self.keep_predictions:
+            tag = {"task": name, **settings, "condition": condition, "trial": trial}
+            self.predictions += [{**tag, **r} for r in records]
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -62,7 +84,7 @@ def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    out = run_dir / "results.json"
+    out = run_dir / RESULTS_NAME
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     with open(run_dir / "predictions.jsonl", "w") as f:
         for record in predictions:
@@ -71,32 +93,3 @@ def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: 
         (run_dir / "submissions").mkdir(exist_ok=True)
         (run_dir / "submissions" / name).write_text(json.dumps(answers) + "\n")
     return out
-
-
-def setting_text(row: dict[str, Any]) -> str:
-    """``"4 shots"`` or ``"2-way, inner_shots=1, repeats=0, induction"`` for the table."""
-    if "ways" in row:
-        induction = ", induction" if row.get("task_induction") else ""
-        return f"{row['ways']}-way, inner_shots={row['inner_shots']}, repeats={row['repeats']}{induction}"
-    return f"{row.get('shots', 0)} shots"
-
-
-def results_table(rows: list[dict[str, Any]], title: str = "results", extra_columns: tuple[str, ...] = ()) -> Table:
-    table = Table(title=title)
-    for col in (*extra_columns, "task", "metric", "setting", "condition", "mean", "± std", "n", "trials"):
-        table.add_column(col, justify="right" if col in ("mean", "± std", "n", "trials") else "left")
-    for row in rows:
-        # escape: "vqa_accuracy[yes/no]" would otherwise be read as rich markup and vanish
-        table.add_row(*(escape(str(row.get(c, ""))) for c in extra_columns), escape(row["task"]), escape(row["metric"]),
-                      escape(setting_text(row)), escape(row["condition"]), f"{row['mean']:.4f}", f"{row['stddev']:.4f}",
-                      str(row["num_examples"]), str(row["num_trials"]))
-    return table
-
-
-def print_table(rows: list[dict[str, Any]], title: str = "results", console: Console | None = None,
-                notes: Sequence[str] = (), **kwargs: Any) -> None:
-    """The results table, then one line per note (e.g. why a task has no rows)."""
-    console = console or Console()
-    console.print(results_table(rows, title, **kwargs))
-    for note in notes:
-        console.print(f"note: {escape(note)}")
