@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import tomllib
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "frozen"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "frozen"
 # Which packages a package may not import at module level: entry-point code -> train/eval -> model/data -> config.
 FORBIDDEN = {
     "model": {"data", "prep", "train", "eval", "app"},
@@ -74,3 +77,23 @@ def test_imports_point_down():
 def test_each_package_says_what_it_owns_and_may_import(package):
     doc = importlib.import_module(package).__doc__ or ""
     assert len(doc.split()) >= 15 and "import" in doc, f"{package}'s docstring should say what it owns and may import"
+
+
+def test_wheel_lists_every_package_and_ships_conf():
+    """pyproject lists the packages (frozen.conf is the top-level conf/, so no finder sees it) and packs its YAMLs."""
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(setup["packages"]) == folders | {"frozen.conf"}
+    assert setup["package-dir"] == {"frozen.conf": "conf"}
+    assert setup["package-data"]["frozen.conf"] == ["**/*.yaml"]
+
+
+def test_conf_dir_prefers_the_packaged_presets(monkeypatch, tmp_path):
+    from frozen.core import conf
+
+    assert (conf.conf_dir() / "train.yaml").is_file() and (conf.conf_dir() / "eval" / "demo.yaml").is_file()
+    assert conf.conf_dir().resolve() == (REPO / "conf").resolve()  # a checkout: the repo's own conf/
+    installed = ModuleSpec("frozen.conf", None, is_package=True)
+    installed.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(conf.importlib.util, "find_spec", lambda name: installed if name == "frozen.conf" else None)
+    assert conf.conf_dir() == tmp_path

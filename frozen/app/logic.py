@@ -20,12 +20,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from frozen.config import EVAL_TASK_KINDS, EvalTaskConfig, eval_task_from_dict
+from frozen.core.conf import conf_dir
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
 from frozen.model.embedding import embed_prompts
 from frozen.model.prompts import IMAGE_MARKER, Prompt, query_rng, render, sample_shots, split_prompt
 
 DEFAULT_EXPORTS = ("outputs/demo/frozen_vqa/export", "outputs/demo/frozen/export")
-EVAL_PRESET = Path(__file__).resolve().parents[2] / "conf" / "eval" / "demo.yaml"
+EVAL_PRESET = conf_dir() / "eval" / "demo.yaml"
 PRESETS = ("Captioning", "VQA 0-shot", "VQA 1-shot", "VQA 4-shot", "Fast binding 2-way",
            "Fast binding 2-way + task induction")
 
