@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 # Offline before anything imports huggingface_hub: a hub lookup otherwise retries for ~45 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
