@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -153,12 +157,13 @@ def test_each_package_says_what_it_owns_and_may_import(package):
 
 
 def test_wheel_lists_every_package_and_ships_conf():
-    """pyproject lists the packages (frozen.conf is the top-level conf/, so no finder sees it) and packs its YAMLs."""
+    """pyproject lists the packages (conf/ becomes frozen.conf, which no finder sees) and packs the YAMLs."""
     setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
-    assert set(setup["packages"]) == folders | {"frozen.conf"}
-    assert setup["package-dir"] == {"frozen.conf": "conf"}
-    assert setup["package-data"]["frozen.conf"] == ["**/*.yaml"]
+    code = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
+    conf = {".".join(("frozen", *p.relative_to(REPO).parts)) for p in [REPO / "conf", *(REPO / "conf").rglob("*")]
+            if p.is_dir()}
+    assert set(setup["packages"]) == code | conf
+    assert setup["package-dir"] == {"frozen.conf": "conf"} and setup["package-data"] == {"*": ["*.yaml"]}
 
 
 def test_conf_dir_prefers_the_packaged_presets(monkeypatch, tmp_path):
@@ -170,3 +175,20 @@ def test_conf_dir_prefers_the_packaged_presets(monkeypatch, tmp_path):
     installed.submodule_search_locations = [str(tmp_path)]
     monkeypatch.setattr(conf.importlib.util, "find_spec", lambda name: installed if name == "frozen.conf" else None)
     assert conf.conf_dir() == tmp_path
+
+
+def test_a_plain_install_finds_the_presets(tmp_path):
+    """Installed without -e (a copy of the sources, so the build leaves the checkout untouched): conf/ comes along."""
+    src = tmp_path / "src"
+    for name in ("frozen", "conf"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run([*pip, "--target", str(tmp_path / "site"), str(src)], check=True, capture_output=True, timeout=300)
+    probe = "from frozen.core.conf import conf_dir; from frozen.model.lm import PRESETS_DIR; print(conf_dir(), " \
+            "len(list(PRESETS_DIR.glob('*.yaml'))))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()
+    assert out == [str(tmp_path / "site" / "frozen" / "conf"), str(len(list((REPO / "conf" / "lm").glob("*.yaml"))))]
