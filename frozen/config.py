@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from frozen.errors import FrozenConfigError
 
@@ -462,6 +462,8 @@ def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore; YAML in conf/ extends them."""
     from hydra.core.config_store import ConfigStore
 
+    if not OmegaConf.has_resolver("if_null"):  # conf/'s hydra.run.dir follows run_dir when one is given
+        OmegaConf.register_new_resolver("if_null", lambda value, default: default if value is None else value)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

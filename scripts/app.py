@@ -4,102 +4,15 @@
     python scripts/app.py --load outputs/run    # any export, training run directory or hub repo id
     python scripts/app.py --port 8600           # default: 8501, or a free port when that one is taken
 
-The model is checked before Streamlit starts, so a missing export is one line and exit status 2.
-:func:`start` / :func:`stop` serve the browser test and ``scripts/app_screenshot.py`` too.
+The launcher is :func:`frozen.app.launch.main`; this repository's outputs/ holds the demo's default model.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "frozen" / "app" / "streamlit_app.py"
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` when nothing listens on it (127.0.0.1), else a port the OS picks."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred or 0))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def command(load: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--", "--load", load]
-
-
-def environment() -> dict[str, str]:
-    # This checkout's `frozen` first (not whatever an editable install points at); offline hub.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    return env
-
-
-def start(load: str, port: int | None = None, timeout: float = 120.0,
-          log: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """Start ``streamlit run`` in the background; returns ``(process, url)`` once it answers its health check."""
-    port = port or free_port()
-    out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(command(load, port), cwd=ROOT, env=environment(), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with status {proc.returncode} before serving" +
-                               (f"; see {log}" if log else ""))
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Stop the server by its PID (its own process group: nothing else is signalled)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make app ARGS=...", description=__doc__.split("\n")[0])
-    parser.add_argument("--load", help="an export, a training run directory or a hub repo id (default: the demo's)")
-    parser.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (a free one if taken)")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from frozen.app.logic import AppInputError, resolve_load
-
-    try:
-        load = resolve_load(args.load, ROOT)
-    except AppInputError as err:
-        print(f"make app: {err}", file=sys.stderr)
-        return 2
-    port = free_port(args.port)
-    print(f"Frozen app: http://127.0.0.1:{port}  (model: {load}; Ctrl-C stops it)", flush=True)
-    os.chdir(ROOT)
-    cmd = command(load, port)
-    os.execve(cmd[0], cmd, environment())  # streamlit replaces this process: Ctrl-C and kill reach it directly
-
+from frozen.app.launch import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(root=Path(__file__).resolve().parents[1]))

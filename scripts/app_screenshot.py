@@ -2,78 +2,18 @@
 
     python scripts/app_screenshot.py --load outputs/demo/frozen_vqa/export --out docs/app.png
 
-Starts ``streamlit run`` on a free 127.0.0.1 port (``scripts/app.py``), drives Debian's ``chromium``
-through Playwright's Python package (``executable_path``; Playwright's own browser download is not
-needed), prints the page's text and stops the server by its PID. The browser test
-(tests/app/test_browser.py) runs the same :func:`drive`.
+Starts ``streamlit run`` on a free 127.0.0.1 port (:mod:`frozen.app.launch`), drives Debian's ``chromium``
+(:func:`frozen.app.browser.drive`), prints the page's text and stops the server by its PID.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import app as app_server  # noqa: E402  (scripts/app.py)
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-INSTALL_HINT = ("install a browser and its driver: `apt-get install -y chromium` (as root) and "
-                "`pip install playwright==1.65.2` (the dev extra), or set FROZEN_CHROMIUM to a Chromium binary")
-
-
-def chromium_path() -> str | None:
-    """``FROZEN_CHROMIUM``, else the first of chromium / chromium-browser / google-chrome on PATH."""
-    if os.environ.get("FROZEN_CHROMIUM"):
-        return os.environ["FROZEN_CHROMIUM"]
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-def drive(url: str, screenshot: Path, *, preset: str = "VQA 1-shot", executable: str | None = None,
-          timeout_s: float = 180.0) -> str:
-    """Open ``url``, choose ``preset``, click Generate, wait for the answer, save ``screenshot``.
-
-    Returns the page's text."""
-    from playwright.sync_api import sync_playwright
-
-    executable = executable or chromium_path()
-    if executable is None:
-        raise RuntimeError(f"no Chromium found: {INSTALL_HINT}")
-    ms = timeout_s * 1000
-    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="frozen_chromium_") as profile:
-        # A fresh profile each time; launch_persistent_context is Playwright's way to name it.
-        browser = pw.chromium.launch_persistent_context(profile, executable_path=executable, headless=True,
-                                                        args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 1000})
-        try:
-            page = browser.new_page()
-            page.goto(url, timeout=ms)
-            page.get_by_text("The prompt as the model sees it").wait_for(timeout=ms)  # the model has loaded
-            page.get_by_role("combobox", name="Preset").click()
-            page.get_by_role("option", name=preset, exact=True).click()
-            # The preset's turns are in the editor once its last turn's text area shows up again.
-            page.get_by_role("button", name="Generate").wait_for(timeout=ms)
-            page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=ms)
-            page.get_by_role("button", name="Generate").click()
-            page.get_by_text("Next-token probabilities at the first answer step").wait_for(timeout=ms)
-            page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=ms)
-            page.wait_for_timeout(500)  # let the chart finish drawing before the screenshot
-            # Streamlit scrolls inside its main block, so a full-page shot needs a window as tall as that block.
-            height = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
-                                   "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
-            for _ in range(2):  # a taller window reflows the page once more
-                page.set_viewport_size({"width": 1400, "height": int(height) + 80})
-                page.wait_for_timeout(500)
-                height = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
-                                       "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
-            return page.inner_text("body")
-        finally:
-            browser.close()
+from frozen.app import launch
+from frozen.app.browser import drive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,11 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/app.png"))
     parser.add_argument("--preset", default="VQA 1-shot")
     args = parser.parse_args(argv)
-    proc, url = app_server.start(args.load)
+    proc, url = launch.start(args.load)
     try:
         text = drive(url, args.out, preset=args.preset)
     finally:
-        app_server.stop(proc)
+        launch.stop(proc)
     print(text)
     print(f"wrote {args.out}")
     return 0

@@ -14,8 +14,7 @@ seed s in outputs/demo/seed<s>/<model>) and reports each cell as mean ± std ove
 evaluation-trial spread beside it, and a 95% interval for accuracy cells (frozen.eval.stats). The
 evaluation seed is the same for every training seed, so the seed spread is the training's alone.
 
-Text-only rows are computed once per seed: without an image, both models are the same frozen LM on the same
-text, so their text-only numbers are identical by construction (and identical across training seeds).
+What the demo reports (the merged rows and the table) is :mod:`frozen.demo`.
 """
 
 from __future__ import annotations
@@ -28,12 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from frozen.demo import INIT_FROM, MODELS, merged_rows, seed_dir, summary_markdown, summary_table
 
-MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
-INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
-TEXT_ONLY = "no_image"  # the text-only LM condition: no image, no prefix anywhere in the prompt
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
@@ -46,103 +42,6 @@ def run(cmd: list[str], what: str, timings: dict[str, float]) -> None:
     timings[what] = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"demo step failed ({what}, exit {proc.returncode}); see the output above")
-
-
-def seed_dir(out: Path, seed: int) -> Path:
-    """Where training seed ``seed`` keeps its runs: seed 0 in ``out`` itself (what `make app` loads by default)."""
-    return out if seed == 0 else out / f"seed{seed}"
-
-
-def is_text_only(condition: str) -> bool:
-    return condition == TEXT_ONLY
-
-
-def chance(row: dict) -> float | None:
-    """Chance level where it is defined: 1/ways for naming episodes, 0.5 for yes/no questions."""
-    if "ways" in row:
-        return 1 / row["ways"]
-    return 0.5 if row["metric"] == "vqa_accuracy[yes/no]" else None
-
-
-def merged_rows(out: Path) -> list[dict]:
-    """All rows with a "model" field; text-only rows (computed with the first model) copied to both."""
-    from frozen.core.results import RESULTS_NAME, read_rows
-
-    rows = []
-    first = read_rows(out / "eval" / "frozen" / RESULTS_NAME)
-    text_only = [r for r in first if is_text_only(r["condition"])]
-    for model in MODELS:
-        own = read_rows(out / "eval" / model / RESULTS_NAME)
-        own = [r for r in own if not is_text_only(r["condition"])]
-        shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in text_only]
-        rows += [dict(r, model=model) for r in own + shared]
-    return rows
-
-
-COLUMNS = ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance")
-TITLE = "make demo: easy-VQA, frozen SmolLM2-135M-Instruct, vision encoder trained from scratch"
-
-
-def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], str]:
-    """One line per (task, metric, setting): frozen, frozen_vqa, no_image, chance; and the caption.
-
-    A cell is ``mean ± std over training seeds`` (one seed: ``± std over evaluation trials``) and, for
-    accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
-    ``°`` one that differs from chance (two-sided z-test, p < 0.05; frozen.eval.stats).
-    """
-    from frozen.core.results import group_by_setting
-    from frozen.eval.stats import is_proportion, two_proportion_p
-
-    spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
-    caption = f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)"
-    keyed = group_by_setting(rows, lambda r: TEXT_ONLY if is_text_only(r["condition"]) else r["model"])
-
-    def cell(r, base, level):
-        if r is None:
-            return "-"
-        std = r["seed_std"] if num_seeds > 1 else r["trial_std"]
-        text = f"{r['mean']:.3f} ± {std:.3f}"
-        if "ci95" in r:
-            text += " [{:.2f}, {:.2f}]".format(*r["ci95"])
-        if is_proportion(r["metric"]) and r is not base:
-            n = int(r["num_examples"])
-            if base is not None and two_proportion_p(r["mean"], n, base["mean"], int(base["num_examples"])) < 0.05:
-                text += "*"
-            if level is not None and two_proportion_p(r["mean"], n, level) < 0.05:
-                text += "°"
-        return text
-
-    lines = []
-    for (task, metric, where), by in keyed.items():
-        level = chance(next(iter(by.values())))
-        base = by.get(TEXT_ONLY)
-        lines.append(
-            [
-                task,
-                metric,
-                where,
-                *(cell(by.get(m), base, level) for m in MODELS),
-                cell(base, base, level),
-                "-" if level is None else f"{level:.3f}",
-            ]
-        )
-    return lines, caption
-
-
-def summary_table(rows: list[dict], num_seeds: int):
-    """:func:`summary_cells` as a rich table (the console)."""
-    from frozen.core.results import console_table
-
-    lines, caption = summary_cells(rows, num_seeds)
-    return console_table(COLUMNS, lines, title=TITLE, caption=caption)
-
-
-def summary_markdown(rows: list[dict], num_seeds: int) -> str:
-    """:func:`summary_cells` as a Markdown table (outputs/demo/results.md, pasted into README)."""
-    from frozen.core.results import markdown_table
-
-    lines, caption = summary_cells(rows, num_seeds)
-    return markdown_table(COLUMNS, lines, caption)
 
 
 def machine() -> str:

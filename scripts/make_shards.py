@@ -26,15 +26,11 @@ prefixes written are never replaced without --overwrite.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Iterable, TypeVar
-
-if importlib.util.find_spec("frozen") is None:  # a checkout without `pip install -e .`: use the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -1,21 +1,58 @@
-"""Shared fixtures: offline environment, tiny HF LMs built on the fly, the packaged SmolLM2."""
+"""Shared fixtures: offline environment, tiny HF LMs built on the fly, the packaged SmolLM2; and the check
+that the suite leaves the working tree as it found it (git status, and the ignored outputs/, multirun/, data/)."""
 
 from __future__ import annotations
 
 import os
-import sys
+import subprocess
 from pathlib import Path
 
 # Offline before anything imports huggingface_hub: a hub lookup otherwise retries for ~45 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from frozen.core.tiny import save_tiny_lm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FOLDERS = ("outputs", "multirun", "data")  # ignored by git: listed file by file instead
+TREE_BEFORE = pytest.StashKey[set]()
+
+
+def _tree_state() -> set[str] | None:
+    """``git status`` lines plus every path under RUN_FOLDERS; None outside a git checkout (e.g. an sdist)."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if status.returncode != 0:
+        return None
+    state = set(status.stdout.splitlines())
+    for folder in RUN_FOLDERS:
+        for root, dirs, files in os.walk(REPO / folder):
+            state |= {os.path.relpath(os.path.join(root, name), REPO) for name in dirs + files}
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[TREE_BEFORE] = _tree_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test wrote into the working tree: tests write under tmp_path."""
+    before, after = session.config.stash.get(TREE_BEFORE, None), _tree_state()
+    if before is None or after is None or after == before:
+        return
+    changed = sorted(after ^ before)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"the test suite changed the working tree ({len(changed)} paths; tests write under "
+                            "tmp_path): " + ", ".join(changed[:20]), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

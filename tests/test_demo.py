@@ -1,12 +1,12 @@
-"""scripts/demo.py's aggregation: text-only rows shared by both models, cells over seeds, table markers."""
+"""make demo's aggregation: text-only rows shared by both models, cells over seeds, table markers."""
 
 from __future__ import annotations
 
 import json
 
-import demo  # scripts/demo.py (conftest puts scripts/ on sys.path)
 from rich.console import Console
 
+from frozen import demo
 from frozen.eval.stats import aggregate_seeds
 
 

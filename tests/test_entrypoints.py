@@ -43,6 +43,8 @@ def run(script: str, *args: str, probe_dir: Path, tmp_path: Path, env: dict | No
     full_env.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "FROZEN_IMPORT_PROBE": str(probe),
                      "PYTHONPATH": os.pathsep.join([str(probe_dir), os.environ.get("PYTHONPATH", "")]),
                      "HF_HUB_CACHE": str(tmp_path / "empty_hf_cache"), **(env or {})})
+    if script == "evaluate.py" and not any(a.startswith("run_dir=") for a in args):
+        args = (*args, f"run_dir={tmp_path / 'eval_run'}")  # Hydra's log and .hydra/ under tmp_path, not outputs/
     proc = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=full_env)
     modules = json.loads(probe.read_text()) if probe.is_file() else None

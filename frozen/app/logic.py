@@ -16,16 +16,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+import easy_vqa
 import torch
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 from frozen.config import EVAL_TASK_KINDS, EvalTaskConfig, eval_task_from_dict
+from frozen.core.conf import conf_dir
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
 from frozen.model.embedding import embed_prompts
+from frozen.model.export import CONFIG_NAME, find_export
+from frozen.model.lm import looks_like_path
 from frozen.model.prompts import IMAGE_MARKER, Prompt, query_rng, render, sample_shots, split_prompt
 
 DEFAULT_EXPORTS = ("outputs/demo/frozen_vqa/export", "outputs/demo/frozen/export")
-EVAL_PRESET = Path(__file__).resolve().parents[2] / "conf" / "eval" / "demo.yaml"
+EVAL_PRESET = conf_dir() / "eval" / "demo.yaml"
 PRESETS = ("Captioning", "VQA 0-shot", "VQA 1-shot", "VQA 4-shot", "Fast binding 2-way",
            "Fast binding 2-way + task induction")
 
@@ -49,9 +54,6 @@ def resolve_load(load: str | None, root: str | Path = ".") -> str:
 
     Raises :class:`AppInputError` saying to run ``make demo`` or pass ``--load`` when there is none.
     """
-    from frozen.model.export import CONFIG_NAME, find_export
-    from frozen.model.lm import looks_like_path
-
     if load:
         found = find_export(load)
         if found is not None:
@@ -72,8 +74,6 @@ def resolve_load(load: str | None, root: str | Path = ".") -> str:
 @lru_cache(maxsize=1)
 def eval_tasks() -> dict[str, EvalTaskConfig]:
     """The demo evaluation's tasks (caption, vqa, binding) as typed configs; defaults if the file is absent."""
-    import yaml
-
     raw = yaml.safe_load(EVAL_PRESET.read_text()).get("tasks", {}) if EVAL_PRESET.is_file() else {}
     # each task validated into the schema its kind names, exactly as evaluate.py reads it
     tasks = {spec.get("kind", name): eval_task_from_dict(name, spec) for name, spec in raw.items()}
@@ -91,8 +91,6 @@ def gallery(limit: int = 30) -> list[tuple[str, str]]:
 
 @lru_cache(maxsize=2)
 def _questions(split: str) -> tuple[list[tuple[str, str, int]], dict[int, str]]:
-    import easy_vqa
-
     texts, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
     return list(zip(texts, answers, image_ids)), getattr(easy_vqa, f"get_{split}_image_paths")()
 

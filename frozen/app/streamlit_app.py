@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from frozen.app import logic as L
+from frozen.model.frozen_model import FrozenModel
 
 UPLOAD, NO_IMAGE = "upload a file…", "no image"
 
@@ -28,8 +29,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @st.cache_resource(show_spinner="Loading the model (once per process)…")
 def load_model(path: str):
-    from frozen import FrozenModel
-
     return FrozenModel.from_pretrained(path).eval()
 
 

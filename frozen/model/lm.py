@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from frozen.core.conf import conf_dir
 from frozen.errors import FrozenConfigError, LMNotFoundError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ PACKAGED_GGUF = {
 }
 
 # conf/lm/*.yaml is the one list of LM presets; adding a YAML there is enough.
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "conf" / "lm"
+PRESETS_DIR = conf_dir() / "lm"
 
 
 @functools.lru_cache(maxsize=1)

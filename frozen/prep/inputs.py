@@ -90,16 +90,6 @@ def check_file(path: str | Path, flag: str, what: str) -> Path:
     return p
 
 
-def check_folder(path: str | Path, flag: str, what: str) -> Path:
-    """``path`` as a Path if it is an existing folder; else DataError naming ``flag``."""
-    p = Path(path)
-    if p.is_file():
-        raise DataError(f"{flag} {str(p)!r} is a file; pass the {what} folder")
-    if not p.is_dir():
-        raise DataError(f"{flag} {str(p)!r} does not exist; pass the {what} folder")
-    return p
-
-
 def parse_json(path: str | Path, flag: str, what: str) -> Any:
     """The parsed content of a JSON file; DataError (one line) when it is missing, a folder, not
     UTF-8 or not valid JSON (saying so when the file ends early: a truncated download)."""
@@ -260,6 +250,6 @@ def read_table(path: str | Path, *, fmt: str | None = None, columns: list[str] |
 
 __all__ = [
     "Schema", "KARPATHY", "KARPATHY_SENTENCE", "COCO_CAPTIONS", "COCO_IMAGE", "VQA_QUESTIONS", "VQA_ANNOTATIONS",
-    "SCHEMAS", "check_file", "check_folder", "parse_json", "check_keys", "load_json", "record_problem", "Table",
+    "SCHEMAS", "check_file", "parse_json", "check_keys", "load_json", "record_problem", "Table",
     "read_table", "table_format", "TABLE_FORMATS",
 ]

@@ -11,9 +11,9 @@ import os
 import re
 from pathlib import Path
 
-import app as app_server  # scripts/app.py
-import app_screenshot  # scripts/app_screenshot.py
 import pytest
+
+from frozen.app import browser, launch
 
 
 @pytest.fixture
@@ -24,11 +24,11 @@ def chromium() -> str:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         missing.append("the playwright Python package")
-    executable = app_screenshot.chromium_path()
+    executable = browser.chromium_path()
     if executable is None or not Path(executable).exists():
         missing.append("a Chromium binary")
     if missing:
-        message = f"missing {' and '.join(missing)}: {app_screenshot.INSTALL_HINT}"
+        message = f"missing {' and '.join(missing)}: {browser.INSTALL_HINT}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: the browser test must run; {message}")
         pytest.skip(message)
@@ -36,19 +36,19 @@ def chromium() -> str:
 
 
 def test_launcher_without_a_model_says_what_to_do(tmp_path, capsys):
-    assert app_server.main(["--load", str(tmp_path / "missing")]) == 2
+    assert launch.main(["--load", str(tmp_path / "missing")]) == 2
     assert "make app: --load" in capsys.readouterr().err
 
 
 def test_app_answers_in_a_real_browser(chromium, tiny_export, tmp_path):
     shot = Path(os.environ.get("FROZEN_APP_SCREENSHOT") or tmp_path / "app.png")
     log = tmp_path / "streamlit.log"
-    proc, url = app_server.start(str(tiny_export), log=log)
+    proc, url = launch.start(str(tiny_export), log=log)
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
-        text = app_screenshot.drive(url, shot, preset="VQA 1-shot", executable=chromium)
+        text = browser.drive(url, shot, preset="VQA 1-shot", executable=chromium)
     finally:
-        app_server.stop(proc)
+        launch.stop(proc)
     assert proc.poll() is not None, "the server is still running"
     assert "The prompt as the model sees it" in text and "With the images" in text
     assert "No image: the same prompt, images removed" in text

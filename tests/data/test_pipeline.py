@@ -19,8 +19,10 @@ from PIL import Image
 from webdataset import TarWriter
 
 import frozen.data.pipeline as data_mod
-from frozen.data.collate import IGNORE_INDEX, Collator
+from frozen.benchlib import measure_throughput
 from frozen.config import DataConfig
+from frozen.core.tiny import tiny_tokenizer
+from frozen.data.collate import IGNORE_INDEX, Collator
 from frozen.data.pipeline import (
     build_eval_loader,
     build_train_loader,
@@ -28,11 +30,9 @@ from frozen.data.pipeline import (
     iter_eval_samples,
     resolve_shards,
 )
-from frozen.errors import DataError, FrozenConfigError
-from frozen.benchlib import measure_throughput
 from frozen.data.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
+from frozen.errors import DataError, FrozenConfigError
 from frozen.prep.shards import ShardSink
-from frozen.core.tiny import tiny_tokenizer
 
 COLORS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 160, 0), "gray": (128, 128, 128)}
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from frozen import scaling as sp
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,9 +54,6 @@ def test_scaling_plan_in_docs_is_what_the_script_computes():
 
 
 def test_scaling_plan_numbers_follow_from_the_stated_formulas():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import scaling_plan as sp
-
     lm = sp.LM("test", params=1e9, layers=10, hidden=1000, heads=10, vocab=1000, tied=False)
     p = sp.plan(lm, vision_flops=0, vision_act=0, vision_params=0)
     assert p["ddp"]["weights"] == 2e9 / 2**30  # bf16: 2 bytes per parameter, whole on every GPU
