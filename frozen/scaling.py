@@ -1,7 +1,7 @@
 """The scaling plan (docs/scaling.md): memory per GPU and time per step under ddp and fsdp, computed.
 
 LM parameter counts and shapes from the models' published configs, the bench's FLOPs-per-step formula
-(``benchlib.analytic_step_flops``) and two numbers measured on CPU (:func:`measure_vision`); every other
+(``frozen.bench.lib.analytic_step_flops``) and two numbers measured on CPU (:func:`measure_vision`); every other
 input is an assumption stated here and in the rendered document. ``scripts/scaling_plan.py`` writes it.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from frozen import benchlib as perf
+from frozen.bench import lib as perf
 from frozen.model.vision import build_vision
 
 GIB = 2**30
@@ -143,7 +143,7 @@ so `fsdp` costs time where `ddp` fits. Pick `ddp` when the LM fits, `fsdp` when 
 
 ## How each number is computed
 
-- **FLOPs per step**: `benchlib.analytic_step_flops` (the formula `make bench` checks against
+- **FLOPs per step**: `frozen.bench.lib.analytic_step_flops` (the formula `make bench` checks against
   torch's FLOP counter, docs/bench.md): `4 * N_lm * tokens` for the frozen LM (forward plus the
   activation-gradient backward, no weight gradients) with `N_lm` the matmul parameters (an untied
   input embedding is a lookup and excluded) and `tokens = {BATCH} x {K + CAPTION_TOKENS}`, plus `3 x` the vision

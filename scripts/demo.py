@@ -48,7 +48,7 @@ def machine() -> str:
     """The CPU model and thread count: trained numbers are reproducible only on the same kind of machine."""
     import torch
 
-    from frozen.benchlib import machine_info  # the benchmark's machine description, one reader of /proc/cpuinfo
+    from frozen.bench.lib import machine_info  # the benchmark's machine description, one reader of /proc/cpuinfo
 
     info = machine_info(torch.device("cpu"))
     return f"{info['cpu']}, {info['cores']} CPU cores, torch {info['torch']} with {info['torch_threads']} threads"
@@ -155,7 +155,7 @@ def main() -> None:
         report(REPO / args.out)
         return
 
-    from frozen.benchlib import cpu_times, steal_fraction
+    from frozen.bench.lib import cpu_times, steal_fraction
     from frozen.core.logging import console
     from frozen.eval.stats import aggregate_seeds
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from frozen import benchlib as perf  # noqa: E402
+from frozen.bench import lib as perf  # noqa: E402
 
 
 def _measure(strategy: str, lm: str, out_dir: str) -> None:

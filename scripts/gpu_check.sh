@@ -51,7 +51,7 @@ ORDER=(single ddp fsdp eval)
 
 declare -A SECONDS_TAKEN STATUS
 if [[ $DRY == 1 ]]; then
-  "$PY" -c 'import runpy, sys; runpy.run_path("scripts/bench.py")["parse_args"](sys.argv[1:])' "${BENCH_ARGS[@]}"
+  "$PY" -c 'import sys; from frozen.bench.cli import parse_args; parse_args(sys.argv[1:])' "${BENCH_ARGS[@]}"
   STATUS[bench]=parsed
   for name in "${ORDER[@]}"; do
     # shellcheck disable=SC2086  # the commands are word lists by construction

@@ -33,7 +33,7 @@ CORE_MAY_IMPORT = {"core", "errors"}  # the shared layer sits below every other 
 LAZY_ALLOWED = {
     "frozen": {"frozen.model"},
     "frozen.app.browser": {"playwright.sync_api"},
-    "frozen.benchlib": {"frozen.eval.episodes", "easy_vqa", "platform", "transformers", "torch.utils.flop_counter"},
+    "frozen.bench.lib": {"easy_vqa", "platform", "transformers"},
     "frozen.cli": {"hydra.errors", "omegaconf.errors", "frozen.errors", "hydra._internal.utils"},
     "frozen.config": {"dataclasses", "omegaconf", "omegaconf.errors", "hydra.core.config_store"},
     "frozen.core.dist": {"torch.multiprocessing", "submitit.helpers"},

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
-from frozen.errors import FrozenConfigError
 from frozen.data.samples import Example
+from frozen.errors import FrozenConfigError
 
 IGNORE_INDEX = -100  # label value ignored by torch.nn.functional.cross_entropy
 

@@ -30,17 +30,15 @@ import json
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from braceexpand import braceexpand
 import torch
+from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from frozen.data.collate import Collator
 from frozen.config import DataConfig
-from frozen.errors import DataError, FrozenConfigError
+from frozen.data.collate import Collator
 from frozen.data.samples import (
     Example,
     SkipCounter,
@@ -50,6 +48,7 @@ from frozen.data.samples import (
     parse_sample,
     warn_once,
 )
+from frozen.errors import DataError, FrozenConfigError
 from frozen.model.vision import image_transform
 
 MAKE_SHARDS_HINT = (

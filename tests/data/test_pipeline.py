@@ -19,7 +19,7 @@ from PIL import Image
 from webdataset import TarWriter
 
 import frozen.data.pipeline as data_mod
-from frozen.benchlib import measure_throughput
+from frozen.bench.lib import measure_throughput
 from frozen.config import DataConfig
 from frozen.core.tiny import tiny_tokenizer
 from frozen.data.collate import IGNORE_INDEX, Collator

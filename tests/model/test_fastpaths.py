@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -178,17 +177,10 @@ def test_generate_shared_takes_prompt_objects(tiny_model):
         generate_shared(tiny_model, support, Prompt.parse(SUPPORT, support), None, prompts)
 
 
-def _load_bench():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
-    spec = importlib.util.spec_from_file_location("frozen_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_smoke_tiny(tmp_path, caption_data):
     """Every entry runs on the tiny LM with one repeat; the JSON has the documented structure."""
-    bench = _load_bench()
+    from frozen.bench import cli as bench
+
     out = tmp_path / "bench.json"
     bench.main(["--lm", "tiny", "--repeats", "1", "--no-memory", "--out", str(out), "--image-size", "32",
                 "--train-batch", "2", "--queries", "3", "--prompts", "3", "--gen-batch", "2", "--max-new-tokens", "3",
@@ -212,7 +204,8 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
 
 
 def test_bench_skips_missing_shards(tmp_path):
-    bench = _load_bench()
+    from frozen.bench import cli as bench
+
     out = tmp_path / "bench.json"
     bench.main(["--lm", "tiny", "--repeats", "1", "--only", "data_loader", "--out", str(out),
                 "--data-root", str(tmp_path / "nowhere")])
@@ -221,7 +214,7 @@ def test_bench_skips_missing_shards(tmp_path):
 
 
 def test_steal_fraction_reads_the_hypervisor_share():
-    from frozen.benchlib import cpu_times, steal_fraction
+    from frozen.bench.lib import cpu_times, steal_fraction
 
     before = [100, 0, 50, 800, 0, 0, 0, 50, 7, 0]
     after = [200, 0, 100, 900, 0, 0, 0, 150, 90, 0]  # guest ticks (field 9) are not counted twice

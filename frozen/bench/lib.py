@@ -17,9 +17,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from frozen.data.collate import Collator
 from frozen.data.samples import Example
+from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
 # Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
@@ -78,8 +80,6 @@ def fewshot_inputs(num_queries: int = 25) -> tuple[list[Image.Image], str, list[
     Returns ``(support_images, support_prompt, query_images, query_prompts)``: the support prompt ends
     with the newline before the query line, ``"<image>Q: What is this? A: This is a"``.
     """
-    from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
-
     (episode,) = build_easyvqa_binding("test", ways=5, shots=1, num_episodes=1, seed=0, category="color_shape")
     prompt, images = episode_prompt(episode, task_induction=True)
     cut = prompt.rindex("\n") + 1  # the support ends with the last newline; the query line follows
@@ -96,7 +96,6 @@ def vqa_inputs(num_prompts: int = 16) -> tuple[list[list[Image.Image]], list[str
     """``num_prompts`` easy-VQA test questions on different images, as ``<image>Q: ... A:`` prompts."""
     import easy_vqa
 
-    from frozen.eval.episodes import load_image
 
     questions, _, image_ids = easy_vqa.get_test_questions()
     paths = easy_vqa.get_test_image_paths()
@@ -261,8 +260,6 @@ def lm_matmul_params(lm: torch.nn.Module) -> int:
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of matmuls, convolutions and attention executed by ``fn()`` (``torch.utils.flop_counter``)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
