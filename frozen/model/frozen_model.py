@@ -306,9 +306,14 @@ class FrozenModel(nn.Module):
 
     def load_trainable_state(self, weights: str | Path) -> None:
         """Load a ``model.safetensors`` written by :meth:`save_pretrained`; every saved key must fit."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(weights))
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as err:  # truncated or overwritten: a copy cut short, a full disk
+            raise FrozenConfigError(f"{weights} is not a readable safetensors file ({err}); the export is damaged "
+                                    "(a copy cut short, a full disk?): copy or save it again") from None
         missing, unexpected = self.load_state_dict(state, strict=False)
         # A frozen LM comes from its own checkpoint; everything else must be in the file.
         really_missing = {n for n in missing if not (self.lm_is_frozen and n.startswith("lm."))}
