@@ -1,8 +1,9 @@
 """VQAv2 / OK-VQA questions (+ annotations, absent for test splits) -> VQA shards, one per question.
 
-Records: the questions, plus annotations that match no question (counted, not written). Before any
-work the pair is checked: both files of the right kind (a swapped pair is named as such), the same
-``data_subtype``, and question ids that the annotations actually cover.
+Records: the questions. A questions file may be a subset of the annotations' split: annotations that
+match no question are counted as unused, not as lost records. Before any work the pair is checked:
+both files of the right kind (a swapped pair is named as such), the same ``data_subtype``, and
+question ids that the annotations actually cover.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
             if problem is not None:
                 report.skip("malformed_record", problem)
             elif ann["question_id"] not in by_qid:
-                report.skip("annotation_without_question", f"annotations[{i}] (question_id {ann['question_id']})")
+                report.unuse("annotation_without_question", f"annotations[{i}] (question_id {ann['question_id']})")
             else:
                 answers_by_qid[ann["question_id"]] = (i, ann)
         if by_qid and not answers_by_qid:
