@@ -149,12 +149,27 @@ def convert_coco(annotations: str | Path, image_root: str | Path, out_dir: str |
     return report
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8: a lone surrogate, which JSON's ``\\ud800`` escapes can
+    spell (the shard writer and every tokenizer would fail on it); None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"a lone surrogate {text[err.start]!r} at character {err.start}"
+    return None
+
+
 def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
     def make_sample(item: tuple[CaptionImage, int | None]) -> Sample | Skip:
         record, index = item
+        where = record.file_name + ("" if index is None else f" #{record.captions[index][0]}")
         captions = [(cid, c.strip()) for cid, c in record.captions if c.strip()]
         if not captions or (index is not None and not record.captions[index][1].strip()):
-            return Skip("empty_caption", record.file_name + ("" if index is None else f" #{record.captions[index][0]}"))
+            return Skip("empty_caption", where)
+        for cid, caption in captions if index is None else [record.captions[index]]:
+            problem = unicode_problem(caption)
+            if problem:
+                return Skip("invalid_unicode", f"{where}: caption {cid} has {problem}")
         image = load_image(root, record.file_name, opts.verify)
         if isinstance(image, Skip):
             return image
@@ -171,4 +186,4 @@ def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
     return make_sample
 
 
-__all__ = ["convert_coco", "CaptionImage", "KARPATHY_SPLITS", "split_from_name"]
+__all__ = ["convert_coco", "CaptionImage", "KARPATHY_SPLITS", "split_from_name", "unicode_problem"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from frozen.errors import DataError
-from frozen.prep.coco import split_from_name
+from frozen.prep.coco import split_from_name, unicode_problem
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import VQA_ANNOTATIONS, VQA_QUESTIONS, load_json, record_problem
 from frozen.prep.report import ConvertReport
@@ -105,6 +105,9 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
         qid = q["question_id"]
         if not q["question"].strip():
             return Skip("empty_question", f"question_id {qid}")
+        problem = unicode_problem(q["question"])
+        if problem:
+            return Skip("invalid_unicode", f"question_id {qid}: the question has {problem}")
         meta: dict[str, Any] = {"question": q["question"].strip(), "question_id": qid, "image_id": q["image_id"]}
         if answers_by_qid is not None:
             if qid not in answers_by_qid:
@@ -113,6 +116,10 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
             answers = _answers(ann, f"annotations[{index}]")
             if isinstance(answers, Skip):
                 return answers
+            for text in [*answers, *(ann[name] for name in ANNOTATION_FIELDS if isinstance(ann.get(name), str))]:
+                problem = unicode_problem(text)
+                if problem:
+                    return Skip("invalid_unicode", f"question_id {qid}: an answer has {problem}")
             meta["answers"] = answers
             meta |= {name: ann[name] for name in ANNOTATION_FIELDS if name in ann}
         image = load_image(root, image_pattern.format(image_id=q["image_id"]), opts.verify)
