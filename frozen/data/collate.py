@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from frozen.core.text import unicode_problem
 from frozen.data.samples import Example
 from frozen.errors import FrozenConfigError, InputError
 
@@ -73,13 +74,11 @@ class Collator:
         """
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
-        for e in examples:  # the tokenizer would fail with a TypeError on a lone surrogate
+        for e in examples:  # the tokenizer would fail with a TypeError
             for field, text in (("prompt", e.prompt), ("target", e.target)):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as err:
-                    raise InputError(f"example {e.key}: its {field} is not valid Unicode (a lone surrogate "
-                                     f"{text[err.start]!r} at character {err.start}): {text[:80]!r}") from None
+                problem = unicode_problem(text)
+                if problem:
+                    raise InputError(f"example {e.key}: its {field} is not valid Unicode ({problem}): {text[:80]!r}")
         prompts = self._ids([e.prompt for e in examples])
         targets = self._ids([e.target for e in examples])
         rows = [self.encode(p, t) for p, t in zip(prompts, targets)]

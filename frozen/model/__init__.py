@@ -6,7 +6,8 @@ prompts -> LM inputs; ``decoding``: greedy loops; ``generation``: options, ``gen
 ``generate_shared``) and the model itself with its safetensors export (``frozen_model``). Inside the
 package, arrows point one way: ``frozen_model`` -> ``generation`` -> ``embedding``/``decoding`` ->
 ``prompts``/``vision``.
-May import: ``frozen.config``, ``frozen.errors``. Never ``frozen.data``, ``frozen.train`` or ``frozen.eval``.
+May import: ``frozen.config``, ``frozen.errors``, ``frozen.core``. Never ``frozen.data``, ``frozen.train``
+or ``frozen.eval``.
 """
 
 from frozen.model.frozen_model import FrozenModel, FrozenOutput

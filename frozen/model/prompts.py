@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from frozen.core.text import unicode_problem
 from frozen.errors import InputError
 
 IMAGE_MARKER = "<image>"
@@ -59,11 +60,9 @@ class Prompt:
             if IMAGE_MARKER in text:  # also where joining two prompts spells a marker across the seam
                 raise InputError(f"a Prompt's text segments cannot contain {IMAGE_MARKER}; use Prompt.parse(text, "
                                  f"images) (segment {i}: {text[:80]!r})")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:  # the tokenizer would fail with a TypeError
-                raise InputError(f"a Prompt's text segment {i} is not valid Unicode (a lone surrogate "
-                                 f"{text[err.start]!r} at character {err.start}): {text[:80]!r}") from None
+            problem = unicode_problem(text)
+            if problem:  # the tokenizer would fail with a TypeError
+                raise InputError(f"a Prompt's text segment {i} is not valid Unicode ({problem}): {text[:80]!r}")
 
     @classmethod
     def parse(cls, text: str, images: Sequence[Any] | None = None) -> Prompt:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frozen.core.text import unicode_problem
 from frozen.errors import DataError
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import (
@@ -149,16 +150,6 @@ def convert_coco(annotations: str | Path, image_root: str | Path, out_dir: str |
     return report
 
 
-def unicode_problem(text: str) -> str | None:
-    """Why ``text`` cannot be written as UTF-8: a lone surrogate, which JSON's ``\\ud800`` escapes can
-    spell (the shard writer and every tokenizer would fail on it); None when it can."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return f"a lone surrogate {text[err.start]!r} at character {err.start}"
-    return None
-
-
 def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
     def make_sample(item: tuple[CaptionImage, int | None]) -> Sample | Skip:
         record, index = item
@@ -186,4 +177,4 @@ def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
     return make_sample
 
 
-__all__ = ["convert_coco", "CaptionImage", "KARPATHY_SPLITS", "split_from_name", "unicode_problem"]
+__all__ = ["convert_coco", "CaptionImage", "KARPATHY_SPLITS", "split_from_name"]

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from frozen.core.text import unicode_problem
 from frozen.errors import DataError
-from frozen.prep.coco import split_from_name, unicode_problem
+from frozen.prep.coco import split_from_name
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import VQA_ANNOTATIONS, VQA_QUESTIONS, load_json, record_problem
 from frozen.prep.report import ConvertReport
