@@ -14,7 +14,7 @@ from frozen.data.collate import IGNORE_INDEX, Collator
 from frozen.data.samples import Example
 from frozen.errors import FrozenConfigError, InputError
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None)  # reproducible, no .hypothesis/
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None)  # reproducible; no example database
 PIECES = ["<image>", "<|endoftext|>", "\x00", "\n", "\r\t", "\u200b", "e\u0301", "\U0001f642", " ", "Q: A:",
           "a" * 300, "\ud800"]
 texts = st.lists(st.one_of(st.text(max_size=10), st.sampled_from(PIECES)), max_size=6).map("".join)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from frozen.errors import InputError
 from frozen.model.prompts import IMAGE_MARKER, Prompt, render
 
-FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None)  # reproducible, no .hypothesis/
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None)  # reproducible; no example database
 # Pieces that stress the marker and the tokenizer: partial and look-alike markers, the EOS string,
 # control and zero-width characters, combining marks, astral code points, a lone surrogate.
 PIECES = [IMAGE_MARKER, "<image", "image>", "<", ">", "<IMAGE>", "< image>", "<|endoftext|>", "\x00", "\n", "\r\t",

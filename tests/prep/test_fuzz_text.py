@@ -25,7 +25,7 @@ from public_files import (
 from frozen.prep.coco import convert_coco
 from frozen.prep.vqa import convert_vqa
 
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None)  # reproducible, no .hypothesis/
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None)  # reproducible; no example database
 # A lone surrogate reaches Python through a JSON "\ud800" escape (json.dumps writes one for it).
 PIECES = ["<image>", "<image", "<|endoftext|>", "\x00", "\x1b[31m", "\n", "\r\t", "\u200b", "e\u0301", "\U0001f642",
           " ", "{question}", "a" * 2000, "\ud800", "\udfff"]
