@@ -15,3 +15,11 @@ class LMNotFoundError(FrozenError, OSError):
 
 class DataError(FrozenError, ValueError):
     """Bad data paths or patterns detected before any work starts (missing shard, empty pattern)."""
+
+
+class InputError(FrozenError, ValueError):
+    """A bad input to the library (an image, a prompt, a record's text), named with the fix."""
+
+
+class ContextLengthError(InputError):
+    """A prompt and its answer need more positions than the language model has."""

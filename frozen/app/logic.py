@@ -23,8 +23,9 @@ from PIL import Image, UnidentifiedImageError
 
 from frozen.config import EVAL_TASK_KINDS, EvalTaskConfig, eval_task_from_dict
 from frozen.core.conf import conf_dir
+from frozen.errors import ContextLengthError
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
-from frozen.model.embedding import embed_prompts
+from frozen.model.embedding import check_context, embed_prompts
 from frozen.model.export import CONFIG_NAME, find_export
 from frozen.model.lm import looks_like_path
 from frozen.model.prompts import IMAGE_MARKER, Prompt, query_rng, render, sample_shots, split_prompt
@@ -205,10 +206,14 @@ def token_counts(model: Any, prompt: str, num_images: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------ model calls
 def generate(model: Any, prompt: str, images: Sequence[Image.Image], *, num_beams: int = 1,
              max_new_tokens: int = 8, stop: str = "") -> tuple[str, float]:
-    """``(answer, seconds)`` from ``FrozenModel.generate`` (greedy for 1 beam)."""
+    """``(answer, seconds)`` from ``FrozenModel.generate`` (greedy for 1 beam); a prompt longer than the
+    LM's context is an :class:`AppInputError` saying how many positions it needs and the LM has."""
     start = time.perf_counter()
-    answer = model.generate(images=[list(images)], prompts=[prompt], max_new_tokens=max_new_tokens,
-                            num_beams=num_beams, stop_strings=[stop] if stop else None)[0]
+    try:
+        answer = model.generate(images=[list(images)], prompts=[prompt], max_new_tokens=max_new_tokens,
+                                num_beams=num_beams, stop_strings=[stop] if stop else None)[0]
+    except ContextLengthError as err:
+        raise AppInputError(str(err)) from None
     return answer, time.perf_counter() - start
 
 
@@ -220,6 +225,10 @@ def next_token_probs(model: Any, prompt: str, images: Sequence[Image.Image]) -> 
     tokenised separately, each image's ``[k, D]`` visual prefix in its slot), as one sequence ``[1, L, D]``;
     the test checks it against ``FrozenModel.forward``.
     """
+    try:  # the first answer token is read at the prompt's last position: no new positions needed
+        check_context(model, [Prompt.parse(prompt, list(images)).tokenize(model.tokenizer)], 0)
+    except ContextLengthError as err:
+        raise AppInputError(str(err)) from None
     embeds = embed_prompts(model, [list(images)], [prompt])[0].unsqueeze(0)  # [1, L, D]
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
     logits = model.lm(inputs_embeds=embeds, attention_mask=mask).logits

@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
+from frozen.core.text import unicode_problem
 from frozen.data.samples import Example
-from frozen.errors import FrozenConfigError
+from frozen.errors import FrozenConfigError, InputError
 
 IGNORE_INDEX = -100  # label value ignored by torch.nn.functional.cross_entropy
 
@@ -27,6 +28,8 @@ class Collator:
     def __init__(self, tokenizer: Any, max_length: int):
         if tokenizer.eos_token_id is None:
             raise FrozenConfigError("the tokenizer has no eos_token; set tokenizer.eos_token before building the data")
+        if max_length < 1:  # the final EOS must fit: a smaller slice would keep tokens past the end
+            raise FrozenConfigError(f"max_length must be >= 1 (room for the final EOS), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.eos_id: int = tokenizer.eos_token_id
@@ -71,6 +74,11 @@ class Collator:
         """
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
+        for e in examples:  # the tokenizer would fail with a TypeError
+            for field, text in (("prompt", e.prompt), ("target", e.target)):
+                problem = unicode_problem(text)
+                if problem:
+                    raise InputError(f"example {e.key}: its {field} is not valid Unicode ({problem}): {text[:80]!r}")
         prompts = self._ids([e.prompt for e in examples])
         targets = self._ids([e.target for e in examples])
         rows = [self.encode(p, t) for p, t in zip(prompts, targets)]

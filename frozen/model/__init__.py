@@ -7,7 +7,8 @@ prompts -> LM inputs; ``decoding``: greedy loops; ``generation``: options, ``gen
 path lookup (``export``), the model card (``card``) and the Hub transfer (``hub``). Inside the
 package, arrows point one way: ``frozen_model`` -> ``generation`` -> ``embedding``/``decoding`` ->
 ``prompts``/``vision``, and ``frozen_model`` -> ``hub``/``card`` -> ``export``/``lm``.
-May import: ``frozen.config``, ``frozen.errors``. Never ``frozen.data``, ``frozen.train`` or ``frozen.eval``.
+May import: ``frozen.config``, ``frozen.errors``, ``frozen.core``. Never ``frozen.data``, ``frozen.train``
+or ``frozen.eval``.
 """
 
 from frozen.model.frozen_model import FrozenModel, FrozenOutput

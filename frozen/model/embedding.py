@@ -1,4 +1,5 @@
-"""Prompts -> LM inputs: image prefixes and token embeddings in prompt order, left-padded into a batch.
+"""Prompts -> LM inputs: image prefixes and token embeddings in prompt order, left-padded into a batch,
+and the check that a prompt and its answer fit the LM's positions.
 
 Generation needs only a few things from a model, named by :class:`PrefixModel` (``FrozenModel`` has
 them), so this module and the decoding modules never import ``FrozenModel``: no import cycle.
@@ -13,10 +14,12 @@ import torch
 from PIL import Image
 
 from frozen.config import ModelConfig
+from frozen.errors import ContextLengthError, InputError
 from frozen.model.prompts import Layout, Prompt, TokenizedPrompt
 from frozen.model.vision import check_images
 
 ImageInput = Image.Image | torch.Tensor
+EMPTY_PROMPT = "empty prompt: give some text or at least one <image>"
 
 
 class PrefixModel(Protocol):
@@ -61,7 +64,7 @@ def encode(model: PrefixModel, images: Sequence[ImageInput]) -> list[torch.Tenso
 def embed_layout(model: PrefixModel, layout: Layout, prefixes: Sequence[torch.Tensor]) -> torch.Tensor:
     """``layout`` -> ``[L, D]``: token runs through the embedding table, image slot i -> ``prefixes[i]``."""
     if not layout:
-        raise ValueError("empty prompt: give some text or at least one <image>")
+        raise InputError(EMPTY_PROMPT)
     parts: list[torch.Tensor] = []
     run: list[int] = []
     for item in [*layout, None]:  # None flushes the last token run
@@ -95,6 +98,55 @@ def embed_prompts(
         raise ValueError(f"got {len(prompts)} prompts but {len(images)} image lists; "
                          "give one list (maybe empty) per prompt")
     return embed_tokenized(model, [Prompt.parse(p, imgs).tokenize(model.tokenizer) for p, imgs in zip(prompts, images)])
+
+
+def context_limit(lm: Any) -> tuple[int, str] | None:
+    """``(positions, config field)`` of a transformers LM, or None when its config sets no limit."""
+    for name in ("n_positions", "max_position_embeddings"):  # GPT-2 aliases the second to the first
+        value = getattr(lm.config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value, name
+    return None
+
+
+def positions_needed(prompt: TokenizedPrompt, num_prefix_tokens: int) -> int:
+    """The prompt's length in LM positions: its text tokens plus ``num_prefix_tokens`` (k) per image."""
+    return sum(len(ids) for ids in prompt.ids) + num_prefix_tokens * prompt.prompt.num_images
+
+
+def check_context(model: PrefixModel, prompts: Sequence[TokenizedPrompt], max_new_tokens: int) -> None:
+    """One-line :class:`ContextLengthError` unless every prompt plus ``max_new_tokens`` fits the LM.
+
+    Run before the LM sees any prompt: past its last position a learned position embedding fails
+    with an ``IndexError`` (GPT-2, OPT) and a rotary one decodes quietly out of range.
+    """
+    limit = context_limit(model.lm)
+    if limit is None or not prompts:
+        return
+    positions, field = limit
+    k = model.model_cfg.num_prefix_tokens
+    longest = max(range(len(prompts)), key=lambda i: positions_needed(prompts[i], k))
+    p = prompts[longest]
+    needed = positions_needed(p, k) + max_new_tokens
+    if needed > positions:
+        text = sum(len(ids) for ids in p.ids)
+        where = f"prompt {longest} of {len(prompts)}" if len(prompts) > 1 else "the prompt"
+        raise ContextLengthError(
+            f"{where} needs {needed} positions ({text} text tokens + {p.prompt.num_images} image(s) x k={k} + "
+            f"max_new_tokens={max_new_tokens}) but the LM has {positions} ({field}); use fewer shots, images "
+            "or text, or a smaller max_new_tokens")
+
+
+def check_prompts(model: PrefixModel, prompts: Sequence[TokenizedPrompt], max_new_tokens: int) -> None:
+    """Every image tensor of every prompt (:func:`check_images`) and every length (:func:`check_context`),
+    before the first batch runs: a bad input in a later batch must not stop a run halfway."""
+    for p in prompts:
+        if not p.prompt.num_images and not any(p.ids):
+            raise InputError(EMPTY_PROMPT)
+        for image in p.prompt.images:
+            if torch.is_tensor(image):
+                _image_tensor(model, image)
+    check_context(model, prompts, max_new_tokens)
 
 
 def left_pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from frozen.config import LMConfig, ModelConfig
@@ -85,8 +86,12 @@ def read_configs(path: Path) -> tuple[ModelConfig, LMConfig]:
 
 
 def read_weights(weights: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``model.safetensors`` written by :func:`write_export`."""
-    return load_file(str(weights))
+    """The tensors of a ``model.safetensors`` written by :func:`write_export`; a damaged file is one line."""
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as err:  # truncated or overwritten: a copy cut short, a full disk
+        raise FrozenConfigError(f"{weights} is not a readable safetensors file ({err}); the export is damaged "
+                                "(a copy cut short, a full disk?): copy or save it again") from None
 
 
 def find_export(path: str | Path) -> Path | None:

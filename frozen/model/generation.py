@@ -28,6 +28,7 @@ from frozen.model.decoding import greedy_cached, greedy_uncached, last_logits_on
 from frozen.model.embedding import (
     ImageInput,
     PrefixModel,
+    check_prompts,
     embed_layout,
     embed_tokenized,
     encode,
@@ -146,10 +147,12 @@ def decode(model: PrefixModel, prompts: Sequence[Prompt], options: GenerationOpt
             [*hf_kwargs.pop("stopping_criteria", []), stop_string_criteria(tok, o.stop_strings)])
     if o.min_new_tokens > 0:
         hf_kwargs["min_new_tokens"] = o.min_new_tokens
+    tokenized = [p.tokenize(tok) for p in prompts]
+    check_prompts(model, tokenized, o.max_new_tokens)
     texts: list[str] = []
     with _eval_mode(model):
         for chunk in _chunks(len(prompts), o.batch_size):
-            embeds, mask = left_pad(embed_tokenized(model, [prompts[i].tokenize(tok) for i in chunk]))
+            embeds, mask = left_pad(embed_tokenized(model, [tokenized[i] for i in chunk]))
             if o.use_cache:
                 ids = model.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=o.max_new_tokens,
                                         num_beams=o.num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
@@ -215,6 +218,7 @@ def decode_shared(model: PrefixModel, support: Prompt, queries: Sequence[Prompt]
     tok, lm, device = model.tokenizer, model.lm, model.device
     support_tok = support.tokenize(tok)
     fulls = [support_tok.join(q.tokenize(tok), tok) for q in queries]
+    check_prompts(model, fulls, o.max_new_tokens)
     layouts = [full.layout() for full in fulls]
     s_items = shared_length(support_tok.layout(), layouts)
     if s_items <= 0:  # nothing to share: the plain path is the same computation

@@ -15,6 +15,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from frozen.core.text import unicode_problem
+from frozen.errors import InputError
+
 IMAGE_MARKER = "<image>"
 
 # A prompt's flat layout: one entry per text token (its id, >= 0) or per image (-(1 + its index in the
@@ -27,9 +30,11 @@ def split_prompt(prompt: str, num_images: int) -> list[str]:
 
     Raises a one-line error when the marker count differs from the number of images supplied.
     """
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt is a string with {IMAGE_MARKER} markers, got {type(prompt).__name__}")
     segments = prompt.split(IMAGE_MARKER)
     if len(segments) - 1 != num_images:
-        raise ValueError(
+        raise InputError(
             f"prompt has {len(segments) - 1} {IMAGE_MARKER} marker(s) but {num_images} image(s) were given; "
             f"put one {IMAGE_MARKER} where each image goes: {prompt[:80]!r}"
         )
@@ -47,10 +52,17 @@ class Prompt:
         object.__setattr__(self, "texts", tuple(self.texts))
         object.__setattr__(self, "images", tuple(self.images))
         if len(self.texts) != len(self.images) + 1:
-            raise ValueError(f"a Prompt needs one more text segment than images, got {len(self.texts)} texts "
+            raise InputError(f"a Prompt needs one more text segment than images, got {len(self.texts)} texts "
                              f"and {len(self.images)} images; build it with Prompt.parse(text, images)")
-        if any(IMAGE_MARKER in t for t in self.texts):
-            raise ValueError(f"a Prompt's text segments cannot contain {IMAGE_MARKER}; use Prompt.parse(text, images)")
+        for i, text in enumerate(self.texts):
+            if not isinstance(text, str):
+                raise InputError(f"a Prompt's text segments are strings, got {type(text).__name__} in segment {i}")
+            if IMAGE_MARKER in text:  # also where joining two prompts spells a marker across the seam
+                raise InputError(f"a Prompt's text segments cannot contain {IMAGE_MARKER}; use Prompt.parse(text, "
+                                 f"images) (segment {i}: {text[:80]!r})")
+            problem = unicode_problem(text)
+            if problem:  # the tokenizer would fail with a TypeError
+                raise InputError(f"a Prompt's text segment {i} is not valid Unicode ({problem}): {text[:80]!r}")
 
     @classmethod
     def parse(cls, text: str, images: Sequence[Any] | None = None) -> Prompt:
@@ -126,7 +138,7 @@ def sample_shots(pool_size: int, shots: int, rng: random.Random, exclude: Collec
     excluded = {i for i in exclude if 0 <= i < pool_size}
     available = pool_size - len(excluded)
     if shots > available:
-        raise ValueError(f"asked for {shots} shots but only {available} demonstrations are available")
+        raise InputError(f"asked for {shots} shots but only {available} demonstrations are available")
     picks: list[int] = []
     seen = set(excluded)
     # Rejection sampling keeps memory O(shots) even for pools of hundreds of thousands.
@@ -148,5 +160,8 @@ def render(template: str, **fields: str) -> str:
     try:
         return template.format(**fields)
     except KeyError as err:
-        raise ValueError(f"prompt template {template!r} uses {{{err.args[0]}}} "
+        raise InputError(f"prompt template {template!r} uses {{{err.args[0]}}} "
                          f"but only {sorted(fields)} are available") from None
+    except (IndexError, ValueError, AttributeError) as err:  # "{0}", a lone "{", "{q!z}", "{q.x}"
+        raise InputError(f"prompt template {template!r} is not a format string with only named fields "
+                         f"{sorted(fields)} ({err}); write literal braces as {{{{ and }}}}") from None

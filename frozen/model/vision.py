@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from frozen.errors import FrozenConfigError
+from frozen.errors import FrozenConfigError, InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,7 +130,7 @@ def image_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
 
 
 def check_images(images: torch.Tensor, image_size: int) -> None:
-    """Raise a one-line error unless ``images`` is float ``[B, 3, S, S]`` with S == image_size."""
+    """Raise a one-line error unless ``images`` is finite float ``[B, 3, S, S]`` with S == image_size."""
     if (
         not torch.is_tensor(images)
         or images.dim() != 4
@@ -142,12 +142,18 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
         )
     ):
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-        raise ValueError(
+        raise InputError(
             f"images must be a float tensor [B, 3, {image_size}, {image_size}] in [0, 1], got {shape}; "
             f"use frozen.model.vision.image_transform({image_size}) or model.preprocess(pil_image)"
         )
     if not images.is_floating_point():
-        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
+        raise InputError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
+    # A NaN would otherwise flow through the encoder and the LM and decode quietly. One scalar
+    # reduction over [B, 3, S, S]; the per-image indices are only computed for the message.
+    if not bool(torch.isfinite(images).all()):
+        bad = torch.isfinite(images).flatten(1).all(dim=1).logical_not().nonzero().flatten().tolist()  # [n_bad]
+        raise InputError(f"images {bad[:5]} hold NaN or infinite values; images must be finite, in [0, 1] "
+                         "(check the decoding and normalisation that produced them)")
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frozen.core.text import unicode_problem
 from frozen.errors import DataError
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
 from frozen.prep.inputs import (
@@ -152,9 +153,14 @@ def convert_coco(annotations: str | Path, image_root: str | Path, out_dir: str |
 def _sample_maker(dataset: str, split: str, root: Path, opts: WriteOptions):
     def make_sample(item: tuple[CaptionImage, int | None]) -> Sample | Skip:
         record, index = item
+        where = record.file_name + ("" if index is None else f" #{record.captions[index][0]}")
         captions = [(cid, c.strip()) for cid, c in record.captions if c.strip()]
         if not captions or (index is not None and not record.captions[index][1].strip()):
-            return Skip("empty_caption", record.file_name + ("" if index is None else f" #{record.captions[index][0]}"))
+            return Skip("empty_caption", where)
+        for cid, caption in captions if index is None else [record.captions[index]]:
+            problem = unicode_problem(caption)
+            if problem:
+                return Skip("invalid_unicode", f"{where}: caption {cid} has {problem}")
         image = load_image(root, record.file_name, opts.verify)
         if isinstance(image, Skip):
             return image

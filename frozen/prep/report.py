@@ -1,7 +1,9 @@
 """What a conversion did with every input record: written to a shard, or skipped under a named reason.
 
 :class:`ConvertReport` is the converters' account: the summary line, per-reason details with the
-first offending items and the likely cause, and the rule that makes a run count as failed.
+first offending items and the likely cause, and the rule that makes a run count as failed. Records
+of a larger companion file that no input uses (the annotations of questions left out of a subset)
+are counted apart, as unused: they are not inputs and never fail a run.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ class ConvertReport:
     """What a converter did with every input record: written to a shard, or skipped under a reason.
 
     ``inputs`` counts the records read (the unit is the converter's: captions, images, questions,
-    table rows; see docs/data.md), so ``written() + sum(skipped.values()) == inputs``. ``examples``
-    keeps the first few offending items per reason (paths, record descriptions) and ``hints`` the
-    converter's likely cause, both for :meth:`failure` and the summary.
+    table rows; see docs/data.md), so ``written() + sum(skipped.values()) == inputs``. ``unused``
+    counts, per reason, records of a companion file that no input refers to (not inputs, not lost).
+    ``examples`` keeps the first few offending items per reason (paths, record descriptions) and
+    ``hints`` the converter's likely cause, both for :meth:`failure` and the summary.
     """
 
     out_dir: str
     shards: dict[str, dict[str, int]] = field(default_factory=dict)  # prefix -> {shard name: samples}
     skipped: Counter = field(default_factory=Counter)
+    unused: Counter = field(default_factory=Counter)
     inputs: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
     hints: dict[str, str] = field(default_factory=dict)
@@ -42,9 +46,17 @@ class ConvertReport:
             return
         self.skipped[reason] += count
         self.inputs += count
+        self._example(reason, example)
+
+    def unuse(self, reason: str, example: str | None = None) -> None:
+        """Count one record of a companion file as unused for ``reason`` (not an input, not lost)."""
+        self.unused[reason] += 1
+        self._example(reason, example)
+
+    def _example(self, reason: str, example: str | None) -> None:
         first = self.examples.setdefault(reason, [])
         if example is not None and example not in first and len(first) < MAX_EXAMPLES:
-            self.examples[reason].append(example)
+            first.append(example)
 
     def written(self, prefix: str | None = None) -> int:
         groups = [self.shards[prefix]] if prefix is not None else self.shards.values()
@@ -58,9 +70,12 @@ class ConvertReport:
         return sum(n for reason, n in self.skipped.items() if reason not in REQUESTED_REASONS)
 
     def summary(self) -> str:
-        """``written N; skipped M (reason: count, ...)``."""
-        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"written {self.written()}; skipped {sum(self.skipped.values())} ({skipped})"
+        """``written N; skipped M (reason: count, ...)``, then ``; unused U (reason: count)`` if any."""
+        def counts(counter: Counter) -> str:
+            return f"{sum(counter.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(counter.items())) or 'none'})"
+
+        unused = f"; unused {counts(self.unused)}" if self.unused else ""
+        return f"written {self.written()}; skipped {counts(self.skipped)}{unused}"
 
     def detail(self, reason: str) -> str:
         """``reason: count, first: a, b, c -- likely cause``."""

@@ -1,8 +1,9 @@
 """VQAv2 / OK-VQA questions (+ annotations, absent for test splits) -> VQA shards, one per question.
 
-Records: the questions, plus annotations that match no question (counted, not written). Before any
-work the pair is checked: both files of the right kind (a swapped pair is named as such), the same
-``data_subtype``, and question ids that the annotations actually cover.
+Records: the questions. A questions file may be a subset of the annotations' split: annotations that
+match no question are counted as unused, not as lost records. Before any work the pair is checked:
+both files of the right kind (a swapped pair is named as such), the same ``data_subtype``, and
+question ids that the annotations actually cover.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from frozen.core.text import unicode_problem
 from frozen.errors import DataError
 from frozen.prep.coco import split_from_name
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
@@ -91,7 +93,7 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
             if problem is not None:
                 report.skip("malformed_record", problem)
             elif ann["question_id"] not in by_qid:
-                report.skip("annotation_without_question", f"annotations[{i}] (question_id {ann['question_id']})")
+                report.unuse("annotation_without_question", f"annotations[{i}] (question_id {ann['question_id']})")
             else:
                 answers_by_qid[ann["question_id"]] = (i, ann)
         if by_qid and not answers_by_qid:
@@ -104,6 +106,9 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
         qid = q["question_id"]
         if not q["question"].strip():
             return Skip("empty_question", f"question_id {qid}")
+        problem = unicode_problem(q["question"])
+        if problem:
+            return Skip("invalid_unicode", f"question_id {qid}: the question has {problem}")
         meta: dict[str, Any] = {"question": q["question"].strip(), "question_id": qid, "image_id": q["image_id"]}
         if answers_by_qid is not None:
             if qid not in answers_by_qid:
@@ -112,6 +117,10 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
             answers = _answers(ann, f"annotations[{index}]")
             if isinstance(answers, Skip):
                 return answers
+            for text in [*answers, *(ann[name] for name in ANNOTATION_FIELDS if isinstance(ann.get(name), str))]:
+                problem = unicode_problem(text)
+                if problem:
+                    return Skip("invalid_unicode", f"question_id {qid}: an answer has {problem}")
             meta["answers"] = answers
             meta |= {name: ann[name] for name in ANNOTATION_FIELDS if name in ann}
         image = load_image(root, image_pattern.format(image_id=q["image_id"]), opts.verify)

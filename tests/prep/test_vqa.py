@@ -46,9 +46,11 @@ def test_vqav2_round_trip_and_accounting(vqa, tmp_path):
     q, a, images = vqa
     report = convert_vqa(q, a, images, tmp_path / "out")
     assert report.written("vqa-val") == 2 and report.skipped == {
-        "missing_image_file": 1, "empty_question": 1, "malformed_record": 2, "duplicate_record": 1,
-        "annotation_without_question": 1}
-    assert accounted(report) == 7 + 1  # 7 question records + 1 annotation that matches no question
+        "missing_image_file": 1, "empty_question": 1, "malformed_record": 2, "duplicate_record": 1}
+    assert report.unused == {"annotation_without_question": 1}  # question 12345 is not in this questions file
+    assert accounted(report) == report.inputs == 7  # the 7 question records; the unused annotation is no input
+    assert report.summary() == ("written 2; skipped 5 (duplicate_record: 1, empty_question: 1, malformed_record: 2, "
+                                "missing_image_file: 1); unused 1 (annotation_without_question: 1)")
     assert report.examples["malformed_record"] == ["questions[6]: 'question_id' is a string, expected an integer",
                                                    "annotations[5].answers[3]: no 'answer' string"]
     assert report.examples["missing_image_file"] == ["COCO_val2014_000000000099.jpg"]
@@ -108,3 +110,28 @@ def test_missing_data_subtype_asks_for_everything_at_once(vqa, tmp_path):
     report = convert_vqa(bare, None, images, tmp_path / "out", split="val",
                          image_pattern="COCO_val2014_{image_id:012d}.jpg")
     assert report.written("vqa-val") == 3
+
+
+def test_a_subset_of_the_questions_leaves_annotations_unused_and_succeeds(tmp_path):
+    """Thousands of questions against the full annotation file: the rest of the annotations are unused."""
+    for image_id in range(10):
+        save_image(tmp_path / "val2014" / f"COCO_val2014_{image_id:012d}.jpg", image_id)
+    anns = [vqa_annotation(1000 + i, i % 10, RED) for i in range(40)]
+    a = write_json(tmp_path / "v2_mscoco_val2014_annotations.json", vqa_annotations(anns))
+    subset = [(1000 + i, i % 10, f"Question {i}?") for i in (3, 17, 25)]
+    q = write_json(tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json", vqa_questions(subset))
+    report = convert_vqa(q, a, tmp_path / "val2014", tmp_path / "out")
+    assert report.written() == report.inputs == 3 and not report.skipped and report.lost() == 0
+    assert report.unused == {"annotation_without_question": 37}
+    assert report.failure(max_skip_fraction=0.0) is None
+    assert sorted(read_all(tmp_path / "out", "vqa-val")) == ["vqa_1003", "vqa_1017", "vqa_1025"]
+    # records lost for real reasons still count, and still fail the run when most are lost
+    missing = [(2000 + i, 50 + i, f"Question {i}?") for i in (4, 5)]  # no image files for 54, 55
+    q2 = write_json(tmp_path / "more" / "v2_OpenEnded_mscoco_val2014_questions.json",
+                    vqa_questions(subset[:1] + missing))
+    anns += [vqa_annotation(2000 + i, 50 + i, RED) for i in (4, 5)]
+    a2 = write_json(tmp_path / "more" / "v2_mscoco_val2014_annotations.json", vqa_annotations(anns))
+    report = convert_vqa(q2, a2, tmp_path / "val2014", tmp_path / "out2")
+    assert report.written() == 1 and report.skipped == {"missing_image_file": 2}
+    assert report.unused == {"annotation_without_question": 42 - 3}
+    assert report.failure(max_skip_fraction=0.5).startswith("skipped 2 of 3 records (67%)")
