@@ -2,8 +2,9 @@
 
 A thin Hydra shim: compose the config, check everything cheap at once (:func:`frozen.preflight.check_train`:
 values, shards, paths, the LM offline), pick the run directory, then hand a typed ``TrainConfig`` to
-:func:`frozen.train.loop.train`. ``num_gpus=N`` without torchrun spawns N workers here. A user error
-prints one line per problem and exits 2 (:mod:`frozen.cli`); ``debug=true`` shows the traceback.
+:func:`frozen.train.loop.train` (``checked=True``: the values are not checked twice). ``num_gpus=N``
+without torchrun spawns N workers here. A user error prints one line per problem and exits 2
+(:mod:`frozen.cli`); ``debug=true`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ def main(cfg: DictConfig) -> float:
     from frozen.train.loop import train
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
-    typed: TrainConfig = OmegaConf.to_object(cfg)  # data.data_root interpolates the top-level data_root
+    typed: TrainConfig = OmegaConf.to_object(cfg)
     world = typed.num_gpus * typed.num_nodes
+    # check_train above held the value check: train() does not repeat it (checked=True).
     if world > 1 and "RANK" not in os.environ and not dist.under_slurm():
-        dist.spawn(train, (typed,), num_local=typed.num_gpus, num_nodes=typed.num_nodes)
+        dist.spawn(train, (typed, True), num_local=typed.num_gpus, num_nodes=typed.num_nodes)
         return float("nan")  # each worker logs its own; rank 0 writes metrics.jsonl in the run dir
-    return train(typed)["loss"]
+    return train(typed, checked=True)["loss"]
 
 
 if __name__ == "__main__":

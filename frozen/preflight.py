@@ -81,7 +81,7 @@ def _missing_values(cfg: DictConfig, problems: Problems) -> bool:
 
 def check_shards(problems: Problems, key: str, spec: Any, data_root: str) -> None:
     """The shard pattern ``spec`` (relative to ``data_root``) names existing, non-empty files."""
-    from frozen.data.pipeline import resolve_shards
+    from frozen.data.shards import resolve_shards
 
     problems.run(f"{key}={spec}", resolve_shards, spec if isinstance(spec, str) else list(spec), data_root)
 

@@ -60,12 +60,10 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
     from PIL import Image, ImageDraw, ImageFont
 
     from frozen import FrozenModel
-    from frozen.config import DataConfig
     from frozen.data.pipeline import iter_eval_samples
 
-    cfg = DataConfig(train_shards="", data_root=str(data_root), num_workers=0)
     picks, seen = [], set()
-    for ex in iter_eval_samples("easyvqa/vqa-test-*.tar", image_size=64, cfg=cfg):
+    for ex in iter_eval_samples("easyvqa/vqa-test-*.tar", data_root=str(data_root), image_size=64):
         if ex.meta["image_id"] not in seen and ex.meta.get("question_type") in ("color", "shape"):
             seen.add(ex.meta["image_id"])
             picks.append(ex)

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from frozen.config import (
     PRECISIONS,
     DataConfig,
+    LMConfig,
+    LoggerConfig,
     ModelConfig,
     TrainConfig,
     TrainerConfig,
@@ -76,20 +79,17 @@ def test_every_eval_preset_composes(preset):
 
 
 # ------------------------------------------------------------------------------------------ data_root
-def test_data_root_is_one_value_that_the_data_config_follows():
+def test_data_root_is_one_top_level_value():
     default = compose_train()
-    assert default.data_root == "data" and default.data.data_root == "data"
+    assert default.data_root == "data" and "data_root" not in default.data
     moved = OmegaConf.to_object(compose_train("data=easyvqa", "data_root=/somewhere/else"))
-    assert moved.data.data_root == "/somewhere/else"  # no hand patching anywhere
-    assert OmegaConf.to_yaml(compose_train()).count("data_root: ${data_root}") == 1
+    assert moved.data_root == "/somewhere/else" and not hasattr(moved.data, "data_root")
+    assert OmegaConf.to_yaml(compose_train()).count("data_root:") == 1
 
 
-def test_setting_data_data_root_apart_from_data_root_is_reported():
-    cfg = compose_train("data.data_root=/elsewhere")
-    assert train_config_problems(cfg) == [
-        "data.data_root='/elsewhere' differs from data_root='data'; set only the top-level data_root "
-        "(data.data_root follows it)"
-    ]
+def test_a_second_data_root_under_data_is_refused():
+    with pytest.raises(ConfigCompositionException, match="data_root"):
+        compose_train("data.data_root=/elsewhere")
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -106,21 +106,76 @@ def test_all_bad_values_are_reported_together_with_full_keys():
     ]
 
 
-def test_schemas_refuse_bad_values_on_construction_with_every_problem():
-    with pytest.raises(FrozenConfigError) as err:
-        ModelConfig(num_prefix_tokens=0, image_size=4, mapper="conv")
-    lines = str(err.value).splitlines()
-    assert lines == [
+def test_schema_checks_report_every_problem():
+    assert ModelConfig.check(ModelConfig(num_prefix_tokens=0, image_size=4, mapper="conv")) == [
         "num_prefix_tokens must be >= 1, got 0; the paper uses 2",
         "image_size must be >= 8 pixels, got 4; the paper uses 224",
         "mapper must be linear or mlp, got 'conv'",
     ]
-    with pytest.raises(FrozenConfigError, match="max_length must be >= 2"):
-        DataConfig(train_shards="x", max_length=1)
+    assert DataConfig.check(DataConfig(train_shards="x", max_length=1)) == [
+        "max_length must be >= 2 (one text token + EOS), got 1"
+    ]
     for precision in PRECISIONS:
-        assert TrainerConfig(precision=precision).precision == precision
-    with pytest.raises(FrozenConfigError, match="precision must be auto, bf16, fp16 or fp32, got 'fp8'"):
-        TrainerConfig(precision="fp8")
+        assert TrainerConfig.check(TrainerConfig(precision=precision)) == []
+    assert TrainerConfig.check(TrainerConfig(precision="fp8")) == [
+        "precision must be auto, bf16, fp16 or fp32, got 'fp8'"
+    ]
+    bad = TrainConfig(model=ModelConfig(num_prefix_tokens=0), data=DataConfig(train_shards="x", max_length=1))
+    with pytest.raises(FrozenConfigError) as err:
+        validate_train_config(bad)
+    assert str(err.value).splitlines() == [
+        "model.num_prefix_tokens must be >= 1, got 0; the paper uses 2",
+        "data.max_length must be >= 2 (one text token + EOS), got 1",
+    ]
+
+
+SCHEMAS = (ModelConfig, LMConfig, TrainerConfig, LoggerConfig, DataConfig)
+
+
+def count_checks(monkeypatch) -> list[str]:
+    """Names of the schemas whose ``check`` ran, one entry per call."""
+    calls: list[str] = []
+    for schema in SCHEMAS:
+        def counted(c, real=schema.check, name=schema.__name__):
+            calls.append(name)
+            return real(c)
+
+        monkeypatch.setattr(schema, "check", staticmethod(counted))
+    return calls
+
+
+def test_each_value_is_checked_once_per_run(tiny_gpt2, caption_data, tmp_path, monkeypatch):
+    """train.py's order (preflight, typed config, train) and the library's (typed config, train)
+    each run every schema's check exactly once; building the typed config runs none."""
+    from frozen.preflight import check_train
+    from frozen.train.loop import train
+
+    once = sorted(schema.__name__ for schema in SCHEMAS)
+    overrides = ["experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}", "trainer.max_steps=1",
+                 "data.train_shards=caps/train-*.tar", "data.val_shards=null", "trainer.ckpt_every=0"]
+    calls = count_checks(monkeypatch)
+    composed = compose_train(*overrides, f"run_dir={tmp_path / 'cli'}")
+    check_train(composed)
+    train(OmegaConf.to_object(composed), checked=True)
+    assert sorted(calls) == once
+    calls.clear()
+    typed = OmegaConf.to_object(compose_train(*overrides, f"run_dir={tmp_path / 'library'}"))
+    assert calls == []
+    train(typed)
+    assert sorted(calls) == once
+
+
+def test_fsdp_settings_are_checked_with_the_other_values():
+    cfg = compose_train("trainer.strategy=zero3", "lm.trainable=true")
+    assert train_config_problems(cfg) == ["trainer.strategy must be ddp or fsdp, got 'zero3'"]
+    cfg = compose_train("trainer.strategy=fsdp", "lm.trainable=true", "trainer.fsdp_cpu_offload=true",
+                        "trainer.device=cpu")
+    assert train_config_problems(cfg) == [
+        "trainer.fsdp_cpu_offload=true offloads GPU shards to the host; with trainer.device=cpu they are in host "
+        "memory already: set it to false",
+        "trainer.strategy=fsdp shards a frozen LM; the lm.trainable / lm.from_scratch ablations train the LM "
+        "itself: use trainer.strategy=ddp for them",
+    ]
 
 
 def test_batch_split_is_checked_only_once_the_numbers_are_sane():

@@ -11,21 +11,24 @@ from frozen.bench import lib as perf
 from frozen.bench.common import median, side, target
 from frozen.bench.train import train_setup
 from frozen.config import DataConfig
-from frozen.data.pipeline import build_train_loader, resolve_shards
+from frozen.data.pipeline import build_train_loader
+from frozen.data.shards import resolve_shards
 from frozen.errors import DataError
 from frozen.model.lm import load_tokenizer, resolve_lm_path
 
 
 def bench_data_loader(args: argparse.Namespace, lm: str, train: dict[str, Any] | None) -> dict[str, Any]:
-    cfg = DataConfig(train_shards=args.shards, data_root=args.data_root, num_workers=2)
+    cfg = DataConfig(train_shards=args.shards, num_workers=2)
     try:
-        resolve_shards(cfg.train_shards, cfg.data_root)
+        resolve_shards(cfg.train_shards, args.data_root)
     except DataError as err:
         return {"skipped": f"{err}. Run: python scripts/make_shards.py easyvqa --out {args.data_root}/easyvqa"}
     tokenizer = load_tokenizer(resolve_lm_path(lm))
     rates = [
         perf.measure_throughput(
-            build_train_loader(cfg, tokenizer, image_size=args.image_size, batch_size=16, seed=r), args.loader_batches
+            build_train_loader(cfg, tokenizer, data_root=args.data_root, image_size=args.image_size, batch_size=16,
+                               seed=r),
+            args.loader_batches,
         )
         for r in range(args.repeats)
     ]

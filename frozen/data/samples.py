@@ -12,9 +12,6 @@ skip samples cheaply on resume:
 
 Bad data never raises: each stage returns a *kind* string (see :data:`BAD_KINDS`), the caller
 counts it, and :func:`warn_once` logs the first occurrence of each kind per process.
-
-Over ~300 lines because every kind of bad record is detected here, in one place, so that the
-reader and the shard writers (frozen.prep) apply the same checks.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import torch
 
-    from frozen.config import DataConfig
+    from frozen.config import SampleTextConfig
 
 log = logging.getLogger("frozen.data.pipeline")
 
@@ -268,7 +265,7 @@ def pick_index(n: int, key: str, epoch: int, seed: int | None) -> int:
 def parse_sample(
     key: str,
     files: dict[str, bytes],
-    cfg: "DataConfig",
+    cfg: "SampleTextConfig",
     *,
     url: str = "",
     epoch: int = 0,

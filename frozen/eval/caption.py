@@ -64,7 +64,7 @@ def perplexity(ctx: EvalContext, items: list[Any], black: bool = False) -> float
     """exp(summed caption-token cross-entropy / number of caption tokens) with the image prefix
     (of a black image when ``black``), over all ranks' items: a per-token mean, not a mean of
     per-caption perplexities."""
-    collate = Collator(ctx.model.tokenizer, ctx.data.max_length)
+    collate = Collator(ctx.model.tokenizer, ctx.text.max_length)
     totals = torch.zeros(2, dtype=torch.float64)  # [summed CE, target tokens]
     ctx.model.eval()
     for start in range(0, len(items), ctx.cfg.batch_size):

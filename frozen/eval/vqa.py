@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from frozen.config import DataConfig, VqaTaskConfig
+from frozen.config import SampleTextConfig, VqaTaskConfig
 from frozen.core import dist
 from frozen.data.pipeline import iter_eval_samples
 from frozen.data.samples import _answer_strings, vqa_answer
@@ -58,12 +58,13 @@ class DemoPool:
         return key, image.float().div_(255), meta
 
 
-def load_demo_pool(name: str, task: VqaTaskConfig, data: DataConfig, *, image_size: int) -> DemoPool:
+def load_demo_pool(name: str, task: VqaTaskConfig, text: SampleTextConfig, *, data_root: str,
+                   image_size: int) -> DemoPool:
     """The same pool on every rank: the first ``demo_pool_size`` samples (all when None) of the demo
     split. Every demonstration needs answers: a split without them fails with one line."""
     shards = task.demo_shards or task.shards
     pool = []
-    for example in iter_eval_samples(shards, image_size=image_size, rank=0, world_size=1, cfg=data):
+    for example in iter_eval_samples(shards, data_root=data_root, image_size=image_size, text=text):
         if task.demo_pool_size is not None and len(pool) >= task.demo_pool_size:
             break
         if answers_of(example.meta) is None:
@@ -130,7 +131,8 @@ def run_vqa(name: str, task: VqaTaskConfig, ctx: EvalContext) -> None:
         raise DataError(f"task {name}: {unanswered} of {total} questions in shards={task.shards} have no answers; "
                         "evaluate an answered split or a test split, not a mixture")
     scored = unanswered == 0
-    pool = load_demo_pool(name, task, ctx.data, image_size=ctx.image_size) if max(task.shots) > 0 else None
+    pool = (load_demo_pool(name, task, ctx.text, data_root=ctx.cfg.data_root, image_size=ctx.image_size)
+            if max(task.shots) > 0 else None)
     for shots, condition in itertools.product(task.shots, task.conditions):
         if condition == "text_demos" and shots == 0:
             continue  # identical to "image" without demonstrations

@@ -17,35 +17,12 @@ do not change, and a run can resume under the other strategy.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from frozen.core.dist import DistInfo
 from frozen.errors import FrozenConfigError
 from frozen.model.lm import load_lm
-
-STRATEGIES = ("ddp", "fsdp")
-
-
-def check_strategy(cfg: Any) -> None:
-    """One-line errors for settings FSDP cannot serve, before any model is loaded."""
-    t = cfg.trainer
-    if t.strategy not in STRATEGIES:
-        raise FrozenConfigError(f"trainer.strategy must be ddp or fsdp, got {t.strategy!r}")
-    if t.strategy == "fsdp" and (cfg.lm.trainable or cfg.lm.from_scratch):
-        raise FrozenConfigError(
-            "trainer.strategy=fsdp shards a frozen LM; the lm.trainable / lm.from_scratch ablations train the "
-            "LM itself: use trainer.strategy=ddp for them"
-        )
-    if t.fsdp_cpu_offload and t.strategy != "fsdp":
-        raise FrozenConfigError("trainer.fsdp_cpu_offload=true needs trainer.strategy=fsdp")
-    if t.fsdp_cpu_offload and t.device == "cpu":
-        raise FrozenConfigError(
-            "trainer.fsdp_cpu_offload=true offloads GPU shards to the host; with trainer.device=cpu "
-            "they are in host memory already: set it to false"
-        )
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:

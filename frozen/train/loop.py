@@ -33,7 +33,7 @@ from frozen.model.export import TrainingFacts
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 from frozen.train import resume
-from frozen.train.fsdp import check_strategy, resident_lm_bytes, shard_lm
+from frozen.train.fsdp import resident_lm_bytes, shard_lm
 from frozen.train.step import train_step
 from frozen.train.validate import validate
 
@@ -53,10 +53,14 @@ def lr_at(step: int, cfg) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, checkpoint and export one run; returns final metrics. Re-entrant (Hydra multirun)."""
-    validate_train_config(cfg)
-    check_strategy(cfg)
+def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
+    """Train, checkpoint and export one run; returns final metrics. Re-entrant (Hydra multirun).
+
+    ``checked=True``: the caller already ran :func:`frozen.preflight.check_train` on this config,
+    which holds the value check; otherwise it runs here, before anything is built.
+    """
+    if not checked:
+        validate_train_config(cfg)
     cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or "outputs/run")
     t = cfg.trainer
     # ------------------------------------------------------------------ setup
@@ -94,6 +98,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     loader = build_train_loader(
         cfg.data,
         model.tokenizer,
+        data_root=cfg.data_root,
         image_size=cfg.model.image_size,
         batch_size=micro_bs,
         seed=cfg.seed,

@@ -26,7 +26,7 @@ from frozen.train import checkpoint as ckpt
 # continuation then reads other batches than the uninterrupted run would have.
 _DATA_ORDER_KEYS = (
     ("data", "train_shards"),
-    ("data", "data_root"),
+    ("data_root",),
     ("data", "shuffle_buffer"),
     ("data", "num_workers"),
     ("trainer", "batch_size"),

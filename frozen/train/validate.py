@@ -33,6 +33,7 @@ def validate(
     loader = build_eval_loader(
         cfg.data,
         model.tokenizer,
+        data_root=cfg.data_root,
         image_size=cfg.model.image_size,
         batch_size=cfg.per_gpu_batchsize or 16,
         rank=info.rank,

@@ -1,4 +1,4 @@
-"""The shard pipeline (frozen.data.pipeline, frozen.data.samples, frozen.data.collate) on shards the tests write.
+"""The shard pipeline (frozen.data: shards, samples, streams, collate, pipeline) on shards the tests write.
 
 Covers collation (labels, EOS, padding, truncation), bad-data accounting, shard errors, the
 deterministic train stream with exact resume, node/worker splits, the exact eval pass and
@@ -18,19 +18,14 @@ import torch
 from PIL import Image
 from webdataset import TarWriter
 
-import frozen.data.pipeline as data_mod
+import frozen.data.streams as streams_mod
 from frozen.bench.lib import measure_throughput
-from frozen.config import DataConfig
+from frozen.config import DataConfig, SampleTextConfig, raise_problems
 from frozen.core.tiny import tiny_tokenizer
 from frozen.data.collate import IGNORE_INDEX, Collator
-from frozen.data.pipeline import (
-    build_eval_loader,
-    build_train_loader,
-    dataset_size,
-    iter_eval_samples,
-    resolve_shards,
-)
+from frozen.data.pipeline import build_eval_loader, build_train_loader, iter_eval_samples
 from frozen.data.samples import Example, SkipCounter, check_image_bytes, iter_shard, parse_sample
+from frozen.data.shards import dataset_size, resolve_shards
 from frozen.errors import DataError, FrozenConfigError
 from frozen.prep.shards import ShardSink
 
@@ -73,8 +68,8 @@ def shards(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, write_caption_shards(root, "cap", [12, 12, 12, 12])
 
 
-def cfg_for(root: Path, pattern: str, **kw) -> DataConfig:
-    return DataConfig(train_shards=pattern, data_root=str(root), **{"num_workers": 0, "shuffle_buffer": 20, **kw})
+def cfg_for(pattern: str, **kw) -> DataConfig:
+    return DataConfig(train_shards=pattern, **{"num_workers": 0, "shuffle_buffer": 20, **kw})
 
 
 def take(loader, n: int) -> list[dict]:
@@ -140,7 +135,7 @@ def test_collator_uses_a_real_pad_token(tok):
 
 
 def test_parse_sample_caption_and_vqa_sources():
-    cfg = DataConfig(train_shards="")
+    cfg = SampleTextConfig()
     png = image_bytes(0)
     ex = parse_sample("a", {"png": png, "txt": b" a dog "}, cfg)
     assert (ex.kind, ex.prompt, ex.target) == ("caption", "", " a dog")
@@ -169,9 +164,9 @@ def test_image_byte_checks():
 
 def test_data_config_validation():
     with pytest.raises(FrozenConfigError):
-        DataConfig(train_shards="x", per_image_caption="all")
+        raise_problems(DataConfig.check(DataConfig(train_shards="x", per_image_caption="all")))
     with pytest.raises(FrozenConfigError):
-        DataConfig(train_shards="x", vqa_prompt=" Q: {q} A:")
+        raise_problems(DataConfig.check(DataConfig(train_shards="x", vqa_prompt=" Q: {q} A:")))
 
 
 # ----------------------------------------------------------------------------- shard patterns
@@ -191,7 +186,8 @@ def test_resolve_shards_patterns_and_errors(shards, tmp_path):
     with pytest.raises(DataError, match="empty shard pattern"):
         resolve_shards(" :: ", str(root))
     with pytest.raises(DataError, match="missing"):  # before any worker starts
-        build_train_loader(cfg_for(tmp_path, "x-{0..3}.tar"), tiny_tokenizer(), image_size=16, batch_size=2, seed=0)
+        build_train_loader(cfg_for("x-{0..3}.tar"), tiny_tokenizer(), data_root=str(tmp_path), image_size=16,
+                           batch_size=2, seed=0)
 
 
 # ----------------------------------------------------------------------------------- bad data
@@ -234,8 +230,8 @@ EXPECTED_BAD = {"truncated_image": 1, "not_image": 1, "empty_caption": 1, "missi
 def test_bad_data_skipped_and_counted_exactly(tmp_path):
     good = write_bad_shards(tmp_path)
     counter = SkipCounter()
-    cfg = cfg_for(tmp_path, "")
-    got = [e.key for e in iter_eval_samples("bad-{000000..000001}.tar", image_size=16, cfg=cfg, counter=counter)]
+    got = [e.key for e in iter_eval_samples("bad-{000000..000001}.tar", data_root=str(tmp_path), image_size=16,
+                                            counter=counter)]
     assert got == good
     assert dict(counter.counts) == EXPECTED_BAD
     assert "truncated_tar: 1" in counter.summary()
@@ -252,8 +248,8 @@ def test_truncated_tar_at_member_boundary_is_counted(tmp_path):
 
 def test_bad_data_counts_reach_main_process_with_workers(tmp_path, tok):
     good = set(write_bad_shards(tmp_path))
-    cfg = cfg_for(tmp_path, "bad-{000000..000001}.tar", num_workers=2, shuffle_buffer=4)
-    loader = build_train_loader(cfg, tok, image_size=16, batch_size=2, seed=0)
+    cfg = cfg_for("bad-{000000..000001}.tar", num_workers=2, shuffle_buffer=4)
+    loader = build_train_loader(cfg, tok, data_root=str(tmp_path), image_size=16, batch_size=2, seed=0)
     seen: list[str] = []
     for _, batch in zip(range(12), loader):  # 12 batches = several epochs of each worker's share
         seen += batch["keys"]
@@ -272,15 +268,16 @@ def keys_of(batches: list[dict]) -> list[list[str]]:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_train_order_is_deterministic_and_resume_is_exact(shards, tok, num_workers):
     root, keys = shards
-    cfg = cfg_for(root, "cap-{000000..000003}.tar", num_workers=num_workers)
-    full = take(build_train_loader(cfg, tok, image_size=16, batch_size=5, seed=3), 14)
-    again = take(build_train_loader(cfg, tok, image_size=16, batch_size=5, seed=3), 14)
+    cfg = cfg_for("cap-{000000..000003}.tar", num_workers=num_workers)
+    full = take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=5, seed=3), 14)
+    again = take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=5, seed=3), 14)
     assert keys_of(full) == keys_of(again)
-    other = take(build_train_loader(cfg, tok, image_size=16, batch_size=5, seed=4), 14)
+    other = take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=5, seed=4), 14)
     assert keys_of(full) != keys_of(other)
     assert sum(len(k) for k in keys_of(full)) == 70 > len(keys)  # infinite: continues into the next epoch
     for skip in (3, 4):
-        tail = take(build_train_loader(cfg, tok, image_size=16, batch_size=5, seed=3, skip_batches=skip), 14 - skip)
+        tail = take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=5, seed=3,
+                                       skip_batches=skip), 14 - skip)
         assert keys_of(tail) == keys_of(full[skip:])
         for a, b in zip(tail, full[skip:]):
             assert torch.equal(a["images"], b["images"]) and torch.equal(a["input_ids"], b["input_ids"])
@@ -289,10 +286,10 @@ def test_train_order_is_deterministic_and_resume_is_exact(shards, tok, num_worke
 def test_skipped_batches_are_not_decoded(shards, tok, monkeypatch):
     root, _ = shards
     calls = []
-    real = data_mod.decode_example
-    monkeypatch.setattr(data_mod, "decode_example", lambda *a: calls.append(1) or real(*a))
-    cfg = cfg_for(root, "cap-{000000..000003}.tar")
-    take(build_train_loader(cfg, tok, image_size=16, batch_size=4, seed=0, skip_batches=7), 2)
+    real = streams_mod.decode_example
+    monkeypatch.setattr(streams_mod, "decode_example", lambda *a: calls.append(1) or real(*a))
+    cfg = cfg_for("cap-{000000..000003}.tar")
+    take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=4, seed=0, skip_batches=7), 2)
     assert len(calls) == 2 * 4
 
 
@@ -301,7 +298,7 @@ def test_epoch_split_across_ranks_and_workers_is_disjoint_and_complete(tmp_path,
     keys = write_caption_shards(tmp_path, "s", [5] * num_shards)
     urls = resolve_shards(f"s-{{000000..{num_shards - 1:06d}}}.tar", str(tmp_path))
     for epoch in (0, 1):
-        shares = [[k for k, _, _ in data_mod._epoch_samples(urls, slot, slots, epoch, 0, Counter())]
+        shares = [[k for k, _, _ in streams_mod._epoch_samples(urls, slot, slots, epoch, 0, Counter())]
                   for slot in range(slots)]
         flat = [k for share in shares for k in share]
         assert sorted(flat) == sorted(keys) and len(set(flat)) == len(flat)
@@ -311,17 +308,19 @@ def test_epoch_split_across_ranks_and_workers_is_disjoint_and_complete(tmp_path,
 
 def test_fewer_shards_than_workers_splits_by_sample(tmp_path, tok):
     keys = write_caption_shards(tmp_path, "one", [12])
-    cfg = cfg_for(tmp_path, "one-000000.tar", num_workers=2, shuffle_buffer=0)
-    batches = take(build_train_loader(cfg, tok, image_size=16, batch_size=3, seed=0), 4)  # 2 per worker
+    cfg = cfg_for("one-000000.tar", num_workers=2, shuffle_buffer=0)
+    loader = build_train_loader(cfg, tok, data_root=str(tmp_path), image_size=16, batch_size=3, seed=0)
+    batches = take(loader, 4)  # 2 per worker
     got = [k for b in batches for k in b["keys"]]
     assert sorted(got) == keys  # both workers busy, one epoch each: every sample once
 
 
 def test_ranks_get_different_data(shards, tok):
     root, _ = shards
-    cfg = cfg_for(root, "cap-{000000..000003}.tar", shuffle_buffer=0)
+    cfg = cfg_for("cap-{000000..000003}.tar", shuffle_buffer=0)
     per_rank = [
-        {k for b in take(build_train_loader(cfg, tok, image_size=16, batch_size=4, seed=0, rank=r, world_size=2), 6)
+        {k for b in take(build_train_loader(cfg, tok, data_root=str(root), image_size=16, batch_size=4, seed=0, rank=r,
+                                            world_size=2), 6)
          for k in b["keys"]}
         for r in range(2)
     ]
@@ -334,8 +333,8 @@ def test_mixed_caption_and_vqa_shards(tmp_path, tok):
         for i in range(6):
             meta = {"question": f"what is {i}?", "answers": [str(i)] * 10, "question_id": i, "image_id": i}
             sink.write(f"q{i}", {"png": image_bytes(i), "json": json.dumps(meta)})
-    cfg = cfg_for(tmp_path, "cap-000000.tar::vqa-000000.tar")
-    batches = take(build_train_loader(cfg, tok, image_size=16, batch_size=12, seed=0), 1)
+    cfg = cfg_for("cap-000000.tar::vqa-000000.tar")
+    batches = take(build_train_loader(cfg, tok, data_root=str(tmp_path), image_size=16, batch_size=12, seed=0), 1)
     by_key = {k: (p, t) for k, p, t in zip(batches[0]["keys"], batches[0]["prompts"], batches[0]["targets"])}
     assert by_key["q3"] == (" Q: what is 3? A:", " 3")
     assert by_key["cap_0002"] == ("", " caption number 2")
@@ -348,13 +347,14 @@ def test_mixed_caption_and_vqa_shards(tmp_path, tok):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_eval_single_pass_covers_each_sample_once(tmp_path, tok, num_workers):
     keys = write_caption_shards(tmp_path, "ev", [6, 4])  # 10 samples, 2 shards < 3 ranks
-    cfg = cfg_for(tmp_path, "", val_shards="ev-{000000..000001}.tar", num_workers=num_workers)
+    cfg = DataConfig(val_shards="ev-{000000..000001}.tar", num_workers=num_workers)
     per_rank = []
     for rank in range(3):
-        loader = build_eval_loader(cfg, tok, image_size=16, batch_size=2, rank=rank, world_size=3)
+        loader = build_eval_loader(cfg, tok, data_root=str(tmp_path), image_size=16, batch_size=2, rank=rank,
+                                   world_size=3)
         batch_keys = [k for b in loader for k in b["keys"]]
-        sample_keys = [e.key for e in iter_eval_samples(cfg.val_shards, image_size=16, rank=rank, world_size=3,
-                                                        cfg=cfg, num_workers=num_workers)]
+        sample_keys = [e.key for e in iter_eval_samples(cfg.val_shards, data_root=str(tmp_path), image_size=16,
+                                                        rank=rank, world_size=3, num_workers=num_workers)]
         assert batch_keys == sample_keys  # same deterministic order both ways
         assert sorted(batch_keys) == keys[rank::3]  # rank r gets samples r, r+3, ...
         per_rank.append(batch_keys)
@@ -364,8 +364,7 @@ def test_eval_single_pass_covers_each_sample_once(tmp_path, tok, num_workers):
 
 def test_eval_samples_are_decoded_examples(shards):
     root, keys = shards
-    cfg = cfg_for(root, "")
-    examples = list(iter_eval_samples("cap-000000.tar", image_size=32, cfg=cfg))
+    examples = list(iter_eval_samples("cap-000000.tar", data_root=str(root), image_size=32))
     assert [e.key for e in examples] == keys[:12]
     first = examples[0]
     assert first.image.shape == (3, 32, 32) and first.image.dtype == torch.float32
@@ -384,8 +383,8 @@ def test_img2dataset_layout_is_read_as_is(tmp_path, tok):
                     "status": "success", "error_message": None, "width": 24, "height": 16}
             tw.write({"__key__": f"{i:09d}", "jpg": image_bytes(i, "JPEG"), "txt": f"photo {i}".encode(),
                       "json": json.dumps(meta).encode()})
-    cfg = cfg_for(tmp_path, "{00000..00000}.tar", shuffle_buffer=0)
-    batch = take(build_train_loader(cfg, tok, image_size=16, batch_size=4, seed=0), 1)[0]
+    cfg = cfg_for("{00000..00000}.tar", shuffle_buffer=0)
+    batch = take(build_train_loader(cfg, tok, data_root=str(tmp_path), image_size=16, batch_size=4, seed=0), 1)[0]
     assert sorted(zip(batch["keys"], batch["targets"])) == [(f"{i:09d}", f" photo {i}") for i in range(4)]
     assert batch["images"].shape == (4, 3, 16, 16)
     assert batch["meta"][0]["url"].startswith("http://x/")
@@ -393,5 +392,6 @@ def test_img2dataset_layout_is_read_as_is(tmp_path, tok):
 
 def test_measure_throughput(shards, tok):
     root, _ = shards
-    loader = build_train_loader(cfg_for(root, "cap-{000000..000003}.tar"), tok, image_size=16, batch_size=4, seed=0)
+    loader = build_train_loader(cfg_for("cap-{000000..000003}.tar"), tok, data_root=str(root), image_size=16,
+                                batch_size=4, seed=0)
     assert measure_throughput(loader, num_batches=5, warmup_batches=1) > 0

@@ -19,6 +19,7 @@ from frozen.config import (
     DataConfig,
     EvalSuiteConfig,
     EvaluateConfig,
+    SampleTextConfig,
     VqaTaskConfig,
 )
 from frozen.errors import DataError, FrozenConfigError
@@ -169,9 +170,9 @@ def test_caption_rows_use_every_reference_and_per_token_perplexity(export_dir, d
 
     # Perplexity: exp(total caption-token CE / total caption tokens), one caption at a time here.
     model = FrozenModel.from_pretrained(str(export_dir)).eval()
-    items = load_items(tasks["single"], DataConfig(train_shards="", data_root=str(data_root), num_workers=0),
-                       image_size=SIZE, rank=0, world_size=1, limit=None)
-    collate = Collator(model.tokenizer, DataConfig(train_shards="").max_length)
+    items = load_items(tasks["single"], SampleTextConfig(), data_root=str(data_root), image_size=SIZE, rank=0,
+                         world_size=1, limit=None)
+    collate = Collator(model.tokenizer, SampleTextConfig().max_length)
     losses, counts = [], []
     with torch.no_grad():
         for item in items:
@@ -253,9 +254,8 @@ def test_black_images_keep_the_prompt_and_zero_every_image():
 
 
 def test_demonstrations_never_come_from_the_query_image_when_the_pool_is_the_evaluated_set(caption_data):
-    data = DataConfig(train_shards="", data_root=str(caption_data), num_workers=0)
-    items = load_items(VqaTaskConfig(shards="vqa/vqa-train-*.tar"), data, image_size=SIZE, rank=0, world_size=1,
-                       limit=None)
+    items = load_items(VqaTaskConfig(shards="vqa/vqa-train-*.tar"), SampleTextConfig(), data_root=str(caption_data),
+                         image_size=SIZE, rank=0, world_size=1, limit=None)
     pool = DemoPool(items)
     image_of = {ex.key: ex.meta["image_id"] for ex in items}
     used = 0
@@ -300,8 +300,7 @@ def test_training_records_trained_blind_in_the_export(tmp_path, caption_data, ti
 
     cfg = TrainConfig(
         model=ModelConfig(vision="tiny_cnn", image_size=SIZE, num_prefix_tokens=2), lm=LMConfig(name=str(tiny_gpt2)),
-        data=DataConfig(train_shards="caps/train-*.tar", data_root=str(caption_data), num_workers=0, shuffle_buffer=0,
-                        max_length=16),
+        data=DataConfig(train_shards="caps/train-*.tar", num_workers=0, shuffle_buffer=0, max_length=16),
         trainer=TrainerConfig(max_steps=2, batch_size=4, val_every=0, ckpt_every=0, num_sample_captions=0,
                               device="cpu", precision="fp32", blind=blind),
         logger=LoggerConfig(backend="none"), data_root=str(caption_data), run_dir=str(tmp_path / "run"))

@@ -159,11 +159,9 @@ def read_all(out: Path, prefix: str) -> dict[str, dict[str, bytes]]:
 
 def eval_examples(out: Path, pattern: str) -> dict[str, Any]:
     """The pipeline's evaluation examples of ``pattern`` under ``out``, by key."""
-    from frozen.config import DataConfig
     from frozen.data.pipeline import iter_eval_samples
 
-    cfg = DataConfig(train_shards="", data_root=str(out))
-    return {e.key: e for e in iter_eval_samples(pattern, image_size=8, cfg=cfg)}
+    return {e.key: e for e in iter_eval_samples(pattern, data_root=str(out), image_size=8)}
 
 
 def accounted(report: Any) -> int:

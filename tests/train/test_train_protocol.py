@@ -58,7 +58,8 @@ def test_resume_is_exact_with_dropout_shuffling_and_workers(tmp_path, varied_dat
         lr=1e-3,
     )
     cfg = make_cfg(tmp_path / "full", varied_data, tiny_gpt2, max_steps=6, **kwargs)
-    loader = iter(build_train_loader(cfg.data, load_tokenizer(str(tiny_gpt2)), image_size=32, batch_size=4, seed=0))
+    loader = iter(build_train_loader(cfg.data, load_tokenizer(str(tiny_gpt2)), data_root=cfg.data_root, image_size=32,
+                                     batch_size=4, seed=0))
     keys = [tuple(next(loader)["keys"]) for _ in range(6)]
     assert len({k for batch in keys for k in batch}) == 24, "6 batches of 4 different samples"
 

@@ -32,7 +32,6 @@ def make_cfg(run_dir, data_root, lm_dir, *, data: dict | None = None, lm: dict |
     d = dict(
         train_shards="caps/train-*.tar",
         val_shards="caps/val-*.tar",
-        data_root=str(data_root),
         num_workers=0,
         shuffle_buffer=0,
         max_length=16,
