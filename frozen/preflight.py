@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from frozen.config import evaluate_config_problems, train_config_problems
+from frozen.data.shards import resolve_shards
 from frozen.errors import FrozenConfigError, FrozenError
 
 
@@ -81,8 +82,6 @@ def _missing_values(cfg: DictConfig, problems: Problems) -> bool:
 
 def check_shards(problems: Problems, key: str, spec: Any, data_root: str) -> None:
     """The shard pattern ``spec`` (relative to ``data_root``) names existing, non-empty files."""
-    from frozen.data.shards import resolve_shards
-
     problems.run(f"{key}={spec}", resolve_shards, spec if isinstance(spec, str) else list(spec), data_root)
 
 

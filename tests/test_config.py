@@ -154,14 +154,14 @@ def test_each_value_is_checked_once_per_run(tiny_gpt2, caption_data, tmp_path, m
     overrides = ["experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}", "trainer.max_steps=1",
                  "data.train_shards=caps/train-*.tar", "data.val_shards=null", "trainer.ckpt_every=0"]
     calls = count_checks(monkeypatch)
-    composed = compose_train(*overrides, f"run_dir={tmp_path / 'cli'}")
-    check_train(composed)
-    train(OmegaConf.to_object(composed), checked=True)
-    assert sorted(calls) == once
-    calls.clear()
     typed = OmegaConf.to_object(compose_train(*overrides, f"run_dir={tmp_path / 'library'}"))
     assert calls == []
     train(typed)
+    assert sorted(calls) == once
+    calls.clear()
+    composed = compose_train(*overrides, f"run_dir={tmp_path / 'cli'}")
+    check_train(composed)
+    train(OmegaConf.to_object(composed), checked=True)
     assert sorted(calls) == once
 
 
