@@ -2,9 +2,10 @@
 
 Hydra shim: compose the preset (conf/eval/*.yaml), check everything cheap at once
 (:func:`frozen.preflight.check_evaluate`: values, load_path, the export's LM offline, each selected
-task's data), then :func:`frozen.eval.run.evaluate`. ``num_gpus=N`` without torchrun spawns N workers;
-the items are split exactly across them. A user error prints one line per problem and exits 2
-(:mod:`frozen.cli`); ``debug=true`` shows the traceback.
+task's data), then :func:`frozen.eval.run.evaluate` (``checked=True``: the values are not checked
+twice). ``num_gpus=N`` without torchrun spawns N workers; the items are split exactly across them.
+A user error prints one line per problem and exits 2 (:mod:`frozen.cli`); ``debug=true`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def main(cfg: DictConfig) -> None:
 
     cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
     typed: EvaluateConfig = OmegaConf.to_object(cfg)
+    # check_evaluate above held the value check: evaluate() does not repeat it (checked=True).
     if typed.num_gpus > 1 and "RANK" not in os.environ and not dist.under_slurm():
-        dist.spawn(evaluate, (typed,), num_local=typed.num_gpus)
+        dist.spawn(evaluate, (typed, True), num_local=typed.num_gpus)
     else:
-        evaluate(typed)
+        evaluate(typed, checked=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from frozen.config import (
     PRECISIONS,
     DataConfig,
+    EvaluateConfig,
     LMConfig,
     LoggerConfig,
     ModelConfig,
@@ -163,6 +164,16 @@ def test_each_value_is_checked_once_per_run(tiny_gpt2, caption_data, tmp_path, m
     check_train(composed)
     train(OmegaConf.to_object(composed), checked=True)
     assert sorted(calls) == once
+
+
+def test_evaluate_checks_a_config_built_in_python_before_loading():
+    from frozen.eval.run import evaluate
+
+    with pytest.raises(FrozenConfigError) as err:
+        evaluate(EvaluateConfig(load_path="no/such/export", batch_size=0, precision="fp16"))
+    assert str(err.value).splitlines() == [
+        "batch_size must be >= 1, got 0", "precision must be fp32 or bf16, got 'fp16'"
+    ]
 
 
 def test_fsdp_settings_are_checked_with_the_other_values():

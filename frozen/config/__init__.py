@@ -26,6 +26,7 @@ from frozen.config.evaluate import (
     VqaTaskConfig,
     eval_task_from_dict,
     evaluate_config_problems,
+    validate_evaluate_config,
 )
 from frozen.config.train import (
     LM_DTYPES,
@@ -68,5 +69,5 @@ __all__ = [
     "EvalSuiteConfig", "EvalTaskBase", "EvalTaskConfig", "EvaluateConfig", "LMConfig", "LoggerConfig",
     "ModelConfig", "SampleTextConfig", "TrainConfig", "TrainerConfig", "VqaTaskConfig", "accumulation_steps",
     "eval_task_from_dict", "evaluate_config_problems", "raise_problems", "register_configs",
-    "train_config_problems", "validate_train_config",
+    "train_config_problems", "validate_evaluate_config", "validate_train_config",
 ]

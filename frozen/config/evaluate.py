@@ -1,6 +1,7 @@
 """Schemas of an evaluation run (``python evaluate.py``): the entry point's settings and the task kinds.
 
-:func:`evaluate_config_problems` checks the entry point's values (preflight reports them). A preset
+:func:`evaluate_config_problems` checks the entry point's values: preflight reports them, and
+:func:`validate_evaluate_config` raises them for a config handed straight to the library. A preset
 holds named tasks of four kinds, each with its own schema. Hydra 1.3 has no tagged unions, so
 ``EvalSuiteConfig.tasks`` is a ``dict[str, Any]`` at composition time and each entry is validated
 into the schema its ``kind`` names by :func:`eval_task_from_dict` (called from
@@ -17,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from frozen.config.checks import DEVICES, failed, one_of, prefixed
+from frozen.config.checks import DEVICES, failed, one_of, prefixed, raise_problems
 from frozen.config.train import LoggerConfig
 from frozen.errors import FrozenConfigError
 
@@ -180,3 +181,8 @@ def evaluate_config_problems(cfg: Any) -> list[str]:
         (cfg.max_examples is None or cfg.max_examples >= 1,
          f"max_examples must be >= 1 or null, got {cfg.max_examples}"),
     ]) + prefixed("logger", LoggerConfig.check(cfg.logger))
+
+
+def validate_evaluate_config(cfg: EvaluateConfig) -> None:
+    """Raise one :class:`FrozenConfigError` listing every problem of :func:`evaluate_config_problems`."""
+    raise_problems(evaluate_config_problems(cfg))

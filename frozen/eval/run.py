@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from rich.markup import escape
 
-from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig
+from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig, validate_evaluate_config
 from frozen.core import dist
 from frozen.core.logging import RunLogger, console
 from frozen.core.results import rows_table
@@ -63,8 +63,14 @@ def run_task(name: str, task: EvalTaskConfig, ctx: EvalContext) -> None:
     RUNNERS[task.kind](name, task, ctx)
 
 
-def evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """Run the preset on this rank's share; rank 0 writes ``results.json`` and returns the rows."""
+def evaluate(cfg: EvaluateConfig, checked: bool = False) -> list[dict[str, Any]]:
+    """Run the preset on this rank's share; rank 0 writes ``results.json`` and returns the rows.
+
+    ``checked=True``: the caller already ran :func:`frozen.preflight.check_evaluate` on this config,
+    which holds the value check; otherwise it runs here, before anything is loaded.
+    """
+    if not checked:
+        validate_evaluate_config(cfg)
     info = dist.init(cfg.device)
     run_dir = Path(cfg.run_dir or "outputs/eval")
     export = resolve_export(cfg.load_path)
