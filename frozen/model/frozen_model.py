@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 import frozen.model.generation as generation
-from frozen.config import LMConfig, ModelConfig
+from frozen.config import LMConfig, ModelConfig, raise_problems
 from frozen.errors import FrozenConfigError
 from frozen.model import hub
 from frozen.model.card import write_model_card
@@ -315,4 +315,6 @@ def _apply_overrides(
         else:
             valid = sorted(model_fields) + sorted(f"lm_{f}" for f in lm_fields)
             raise FrozenConfigError(f"unknown override {key!r}; valid overrides: {', '.join(valid)}")
-    return dataclasses.replace(model_cfg, **model_kw), dataclasses.replace(lm_cfg, **lm_kw)
+    model_cfg, lm_cfg = dataclasses.replace(model_cfg, **model_kw), dataclasses.replace(lm_cfg, **lm_kw)
+    raise_problems(ModelConfig.check(model_cfg) + LMConfig.check(lm_cfg))  # the library path's one check
+    return model_cfg, lm_cfg
