@@ -146,7 +146,7 @@ def test_function_level_imports_are_decisions():
 
 
 @pytest.mark.parametrize("package", ["frozen.model", "frozen.data", "frozen.prep", "frozen.train", "frozen.eval",
-                                     "frozen.app"])
+                                     "frozen.app", "frozen.core", "frozen.bench", "frozen.config"])
 def test_each_package_says_what_it_owns_and_may_import(package):
     doc = importlib.import_module(package).__doc__ or ""
     assert len(doc.split()) >= 15 and "import" in doc, f"{package}'s docstring should say what it owns and may import"

@@ -5,6 +5,9 @@ key or a value of the wrong type fails when Hydra composes the config, before an
 Values that types cannot express are checked once per run by the schemas' ``check`` functions,
 gathered by :func:`train_config_problems` / :func:`evaluate_config_problems` (see
 :mod:`frozen.config.train`); constructing a schema checks nothing.
+Modules: ``checks`` (the shared check helpers), ``train`` (model, LM, data, trainer, logger, run),
+``evaluate`` (one schema per eval task kind, the evaluation run). Of this project it may import
+only ``frozen.errors``: every other package imports it.
 """
 
 from __future__ import annotations
