@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from frozen.errors import FrozenError
+
 USER_ERROR_EXIT = 2
 DEBUG_ARGS = ("debug=true", "debug=1", "debug=True", "+debug=true")
 
@@ -25,15 +27,11 @@ def _is_user_error(err: BaseException) -> bool:
     from hydra.errors import CompactHydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from frozen.errors import FrozenError
-
     return isinstance(err, (FrozenError, CompactHydraException, OmegaConfBaseException))
 
 
 def error_lines(err: BaseException) -> list[str]:
     """The message of a user error as one or more self-contained lines."""
-    from frozen.errors import FrozenError
-
     if isinstance(err, FrozenError):
         return [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
     # Hydra / OmegaConf: "Could not override 'trainer.lr'.\nTo append ...\nValue 'fast' ... Float\n    full_key: ..."
@@ -69,7 +67,6 @@ def user_errors_exit(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     Caught here rather than after Hydra's job runner, which would first print its own
     "Error executing job with overrides" line.
     """
-    from frozen.errors import FrozenError
 
     @functools.wraps(task)  # Hydra unwraps __wrapped__ to find conf/ next to the script
     def wrapper(cfg: Any) -> Any:

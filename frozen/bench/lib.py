@@ -10,6 +10,7 @@ gradients through the LM, down to the visual prefix.
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import time
 from pathlib import Path
@@ -168,8 +169,6 @@ def interleaved(fns: dict[str, Timed], repeats: int, device: torch.device) -> di
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, torch threads, library versions (+ GPU name on CUDA) for a benchmark report."""
-    import platform
-
     import transformers
 
     cpuinfo = Path("/proc/cpuinfo")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,8 +90,6 @@ class FrozenModel(nn.Module):
         ``no_grad`` (validation, generation, KV cache) layers run as usual. ``enabled=False`` undoes it.
         Returns the number of layers.
         """
-        from functools import partial
-
         from torch.utils.checkpoint import checkpoint
         from transformers.modeling_layers import GradientCheckpointingLayer
 
