@@ -105,3 +105,37 @@ def test_full_disk_leaves_earlier_results_intact(tmp_path, monkeypatch):
     assert line.startswith(f"cannot write {tmp_path / 'predictions.jsonl'}: the disk is full (") and "\n" not in line
     assert f"free on {tmp_path}); the results already in {tmp_path} are as they were" in line
     assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # no .tmp left
+
+
+def test_episode_settings_past_the_context_have_no_mean_and_the_rest_run(tmp_path):
+    """Binding with shared supports: the settings whose prompts do not fit report mean null and their
+    count; the others are scored as usual (today: ContextLengthError)."""
+    from frozen import FrozenModel
+    from frozen.config import BindingTaskConfig
+    from frozen.eval.fewshot import episode_queries, load_episodes
+    from frozen.eval.run import evaluate
+
+    task = BindingTaskConfig(ways=[2], inner_shots=[1], task_induction=[False, True], conditions=["image", "no_image"],
+                             num_episodes=3, queries_per_episode=2, num_trials=1, max_new_tokens=3)
+    tok, k = tiny_tokenizer(), ModelConfig().num_prefix_tokens
+    episodes = load_episodes(task, ways=2, shots=1, repeats=0, seed=0)
+    needed = {(ti, c): [positions_needed(Prompt.parse(q.prompt, q.images).tokenize(tok), k) + 3
+                        for q in episode_queries(episodes, induction=ti, condition=c)]
+              for ti in (False, True) for c in ("image", "no_image")}
+    limit = max(max(v) for v in needed.values()) - 1
+    expected = {key: sum(n > limit for n in v) for key, v in needed.items()}
+    assert expected[(True, "image")] == 6 and 0 in expected.values()
+
+    torch.manual_seed(0)
+    lm = save_tiny_lm(tmp_path / "lm", "gpt2", positions=limit)
+    export = FrozenModel.from_pretrained(str(lm), vision="tiny_cnn", image_size=32).save_pretrained(tmp_path / "ex")
+    cfg = EvaluateConfig(eval=EvalSuiteConfig(name="long", tasks={"bind": task}), load_path=str(export),
+                         data_root=str(tmp_path), run_dir=str(tmp_path / "run"), batch_size=4, device="cpu")
+    rows = evaluate(cfg)
+    for r in rows:
+        skipped = expected[(r["task_induction"], r["condition"])]
+        assert r.get("skipped", {}) == ({"prompt_too_long": skipped} if skipped else {})
+        assert r["num_examples"] == 6 - skipped
+        assert (r["mean"] is None) == (skipped == 6) and (r["num_trials"] == 0) == (skipped == 6)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["rows"] == rows
