@@ -94,8 +94,15 @@ class Answerer:
         records: list[dict[str, Any]] = []
         batch: list[Query] = []
         stops = ["\n"]
-        queries = list(queries)
-        runnable = [q for q in queries if self.fits(q, task.max_new_tokens)]
+        too_long = 0
+
+        def runnable() -> Iterator[Query]:  # lazily: the queries (and their images) stream as before
+            nonlocal too_long
+            for q in queries:
+                if self.fits(q, task.max_new_tokens):
+                    yield q
+                else:
+                    too_long += 1
 
         def record(q: Query, text: str) -> None:
             records.append({"id": q.id, "prompt": q.prompt, "prediction": postprocess(text, task.max_answer_words),
@@ -120,7 +127,7 @@ class Answerer:
             for q, text in zip(group, texts):
                 record(q, text)
 
-        for key, run in itertools.groupby(runnable, key=lambda q: q.group):
+        for key, run in itertools.groupby(runnable(), key=lambda q: q.group):
             run = list(run)
             if key is not None and len(run) > 1 and all(q.parts for q in run):
                 shared(run)
@@ -131,7 +138,7 @@ class Answerer:
                     flush()
         if batch:
             flush()
-        return records, len(queries) - len(runnable)
+        return records, too_long
 
     def gather(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All ranks' records on every rank, in a rank-independent order (by id)."""
