@@ -62,7 +62,7 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
     keyed = group_by_setting(rows, lambda r: TEXT_ONLY if is_text_only(r["condition"]) else r["model"])
 
     def cell(r, base, level):
-        if r is None:
+        if r is None or r["mean"] is None:  # no row, or every item skipped (the row's "skipped" says why)
             return "-"
         std = r["seed_std"] if num_seeds > 1 else r["trial_std"]
         text = f"{r['mean']:.3f} ± {std:.3f}"
@@ -70,7 +70,8 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
             text += " [{:.2f}, {:.2f}]".format(*r["ci95"])
         if is_proportion(r["metric"]) and r is not base:
             n = int(r["num_examples"])
-            if base is not None and two_proportion_p(r["mean"], n, base["mean"], int(base["num_examples"])) < 0.05:
+            if (base is not None and base["mean"] is not None
+                    and two_proportion_p(r["mean"], n, base["mean"], int(base["num_examples"])) < 0.05):
                 text += "*"
             if level is not None and two_proportion_p(r["mean"], n, level) < 0.05:
                 text += "°"

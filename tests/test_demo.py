@@ -52,3 +52,15 @@ def test_seeds_aggregate_and_table(tmp_path):
     assert md[0] == "| task | metric | setting | frozen | frozen_vqa | no_image | chance |"
     assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.620 ± 0.028 [0.55, 0.68]* | 0.720 ± 0.028 [0.65, 0.78]* | " \
         "0.100 ± 0.000 [0.07, 0.15] | - |"
+
+
+def test_cells_without_a_mean_show_a_dash(tmp_path):
+    """A setting where no prompt fitted the LM (mean None, its skipped count in the row): "-", no crash."""
+    per_seed = []
+    for seed in (0, 1):
+        out = demo.seed_dir(tmp_path, seed)
+        _write(out, "frozen", [_vqa("image", 0.6), _vqa("no_image", None if seed else 0.1)])
+        _write(out, "frozen_vqa", [_vqa("image", None)])
+        per_seed.append(demo.merged_rows(out))
+    md = demo.summary_markdown(aggregate_seeds(per_seed), num_seeds=2).splitlines()
+    assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.600 ± 0.000 [0.53, 0.67] | - | - | - |"

@@ -19,9 +19,11 @@ RESULTS_NAME = "results.json"
 ROW_KEYS = ("task", "metric", "condition", "mean", "stddev", "num_examples", "num_trials")
 """Keys of every row. A row also holds the settings of its kind (:data:`SETTING_KEYS`), after
 ``metric``: ``shots`` (vqa, caption) or ``ways``, ``inner_shots``, ``repeats``, ``task_induction``
-(episodes); vqa rows with demonstrations add ``demo_pool_size``."""
+(episodes); vqa rows with demonstrations add ``demo_pool_size``; a row whose items were not all
+scored adds ``skipped`` ({reason: items}, e.g. ``{"prompt_too_long": 3}``: a prompt longer than the LM's
+positions), counted in the same trial as ``num_examples``."""
 SETTING_KEYS = ("shots", "ways", "inner_shots", "repeats", "task_induction")
-TEXT_COLUMNS = ("task", "metric", "setting", "condition")  # left-aligned on the console; numbers go right
+TEXT_COLUMNS = ("task", "metric", "setting", "condition", "skipped")  # left-aligned on the console; numbers go right
 
 Row = dict[str, Any]
 SettingKey = tuple[str, str, str]  # (task, metric, setting label)
@@ -67,11 +69,23 @@ def console_table(columns: Sequence[str], lines: Sequence[Sequence[str]], *, tit
     return table
 
 
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def skipped_cell(row: Row) -> str:
+    """A row's skipped items per reason, ``"prompt_too_long 3"``; ``""`` when none were skipped."""
+    return ", ".join(f"{reason} {n}" for reason, n in (row.get("skipped") or {}).items())
+
+
 def rows_table(rows: Sequence[Row], title: str) -> Table:
-    """evaluate.py's console table: one line per row, mean and sample std over trials."""
-    columns = ("task", "metric", "setting", "condition", "mean", "± std", "n", "trials")
-    lines = [(row["task"], row["metric"], setting_label(row), row["condition"], f"{row['mean']:.4f}",
-              f"{row['stddev']:.4f}", str(row["num_examples"]), str(row["num_trials"])) for row in rows]
+    """evaluate.py's console table: one line per row, mean and sample std over trials ("–" when every
+    item was skipped); a ``skipped`` column (items not scored, per reason) when any row has one."""
+    skips = any(row.get("skipped") for row in rows)
+    columns = ("task", "metric", "setting", "condition", "mean", "± std", "n", "trials") + (("skipped",) * skips)
+    lines = [(row["task"], row["metric"], setting_label(row), row["condition"], _number(row["mean"]),
+              _number(row["stddev"]), str(row["num_examples"]), str(row["num_trials"]))
+             + ((skipped_cell(row),) * skips) for row in rows]
     return console_table(columns, lines, title=title)
 
 

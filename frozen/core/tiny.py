@@ -42,8 +42,8 @@ def tiny_tokenizer(vocab_size: int = 400):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
 
 
-def tiny_lm_config(kind: str, vocab_size: int):
-    """A 2-layer, 32-wide random causal LM config of the given family.
+def tiny_lm_config(kind: str, vocab_size: int, positions: int = 256):
+    """A 2-layer, 32-wide random causal LM config of the given family with ``positions`` positions.
 
     initializer_range=0.2 (10x the usual) makes the random LM's output depend on its input enough
     that a trained visual prefix can steer it, so a few training steps visibly lower the loss.
@@ -51,15 +51,15 @@ def tiny_lm_config(kind: str, vocab_size: int):
     from transformers import GPT2Config, LlamaConfig, OPTConfig
 
     if kind == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=32, n_layer=2, n_head=2,
+        return GPT2Config(vocab_size=vocab_size, n_positions=positions, n_embd=32, n_layer=2, n_head=2,
                           bos_token_id=0, eos_token_id=0)
     if kind == "llama":
         return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
                            bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
     if kind == "opt":
         return OPTConfig(vocab_size=vocab_size, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=256, word_embed_proj_dim=32,
+                         num_attention_heads=2, max_position_embeddings=positions, word_embed_proj_dim=32,
                          bos_token_id=0, eos_token_id=0, pad_token_id=None)
     raise ValueError(f"unknown tiny LM kind {kind!r}")
 
@@ -71,15 +71,15 @@ def _steerable(config):
     return config
 
 
-def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0) -> Path:
-    """Write a random tiny LM + tokenizer to ``path`` in HF format and return the path."""
+def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0, positions: int = 256) -> Path:
+    """Write a random tiny LM (``positions``: its context length) + tokenizer to ``path`` in HF format."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    lm = AutoModelForCausalLM.from_config(_steerable(tiny_lm_config(kind, len(tok))))
+    lm = AutoModelForCausalLM.from_config(_steerable(tiny_lm_config(kind, len(tok), positions)))
     lm.save_pretrained(path)
     tok.save_pretrained(path)
     return path

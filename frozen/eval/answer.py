@@ -5,6 +5,10 @@ all ranks gathered on every rank in an id order, so each rank scores them identi
 Each rank generates answers for its share of the items (split by index, no duplicates, no drops).
 Conditions (``frozen.config.EVAL_CONDITIONS``) are built by the kinds' query functions, except
 ``black_images``: the ``image`` queries with every image replaced by zeros (:func:`black_out`).
+
+A query whose prompt plus ``max_new_tokens`` needs more positions than the LM has is not generated:
+it is filtered out before batching and counted under :data:`TOO_LONG` (the other items of its batch
+or support group are answered as usual).
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ import torch
 
 from frozen.config import EvalTaskBase
 from frozen.core import dist
+from frozen.model.embedding import context_limit, positions_needed
 from frozen.model.frozen_model import FrozenModel
 from frozen.model.prompts import Prompt
+
+TOO_LONG = "prompt_too_long"
+"""The skip reason of a query that does not fit the LM's positions (a row's ``skipped`` key)."""
 
 
 @dataclass
@@ -50,6 +58,11 @@ def black_out(queries: Iterable[Query], image_size: int) -> Iterator[Query]:
         yield replace(q, images=[black] * len(q.images), parts=parts)
 
 
+def skip_text(skipped: dict[str, int]) -> str:
+    """``", skipped prompt_too_long=3"`` for a log line, ``""`` when nothing was skipped."""
+    return "".join(f", skipped {reason}={n}" for reason, n in skipped.items() if n)
+
+
 def postprocess(text: str, max_words: int | None) -> str:
     """What reaches the metric: the generated text (already cut at the first stop string, ``"\\n"``,
     and stripped by ``generate``), optionally cut to its first ``max_words`` words."""
@@ -62,8 +75,17 @@ class Answerer:
     def __init__(self, model: FrozenModel, *, batch_size: int, autocast: AbstractContextManager, image_size: int):
         self.model, self.batch_size, self.autocast, self.image_size = model, batch_size, autocast, image_size
 
-    def generate(self, queries: Iterable[Query], task: EvalTaskBase) -> list[dict[str, Any]]:
-        """Batched greedy generation for this rank's queries, cut at a newline; one record per query.
+    def fits(self, query: Query, max_new_tokens: int) -> bool:
+        """Whether the query's prompt plus ``max_new_tokens`` fits the LM's positions (always, without a limit)."""
+        limit = context_limit(self.model.lm)
+        if limit is None:
+            return True
+        tokenized = Prompt.parse(query.prompt, query.images).tokenize(self.model.tokenizer)
+        return positions_needed(tokenized, self.model.model_cfg.num_prefix_tokens) + max_new_tokens <= limit[0]
+
+    def generate(self, queries: Iterable[Query], task: EvalTaskBase) -> tuple[list[dict[str, Any]], int]:
+        """Batched greedy generation for this rank's queries, cut at a newline; one record per query
+        that fits the LM, and the number of queries skipped as too long (:meth:`fits`).
 
         Consecutive queries of one group (several questions about one support set) go through
         ``generate_shared``: the support is encoded and run through the LM once, its KV cache
@@ -72,6 +94,15 @@ class Answerer:
         records: list[dict[str, Any]] = []
         batch: list[Query] = []
         stops = ["\n"]
+        too_long = 0
+
+        def runnable() -> Iterator[Query]:  # lazily: the queries (and their images) stream as before
+            nonlocal too_long
+            for q in queries:
+                if self.fits(q, task.max_new_tokens):
+                    yield q
+                else:
+                    too_long += 1
 
         def record(q: Query, text: str) -> None:
             records.append({"id": q.id, "prompt": q.prompt, "prediction": postprocess(text, task.max_answer_words),
@@ -96,7 +127,7 @@ class Answerer:
             for q, text in zip(group, texts):
                 record(q, text)
 
-        for key, run in itertools.groupby(queries, key=lambda q: q.group):
+        for key, run in itertools.groupby(runnable(), key=lambda q: q.group):
             run = list(run)
             if key is not None and len(run) > 1 and all(q.parts for q in run):
                 shared(run)
@@ -107,15 +138,19 @@ class Answerer:
                     flush()
         if batch:
             flush()
-        return records
+        return records, too_long
 
     def gather(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All ranks' records on every rank, in a rank-independent order (by id)."""
         merged = [r for part in dist.all_gather_objects(records) for r in part]
         return sorted(merged, key=lambda r: str(r["id"]))
 
-    def answer(self, queries: Iterable[Query], task: EvalTaskBase, condition: str) -> list[dict[str, Any]]:
-        """Generate (with black images under ``black_images``) and gather: every rank's records."""
+    def answer(self, queries: Iterable[Query], task: EvalTaskBase,
+               condition: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Generate (with black images under ``black_images``) and gather: every rank's records, and
+        ``{TOO_LONG: n}`` over all ranks (``{}`` when nothing was skipped)."""
         if condition == "black_images":
             queries = black_out(queries, self.image_size)
-        return self.gather(self.generate(queries, task))
+        records, too_long = self.generate(queries, task)
+        skipped = sum(dist.all_gather_objects(too_long))
+        return self.gather(records), ({TOO_LONG: skipped} if skipped else {})

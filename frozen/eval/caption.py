@@ -14,7 +14,7 @@ from frozen.config import CaptionTaskConfig
 from frozen.core import dist
 from frozen.data.collate import Collator
 from frozen.errors import DataError
-from frozen.eval.answer import Query
+from frozen.eval.answer import Query, skip_text
 from frozen.eval.context import EvalContext
 from frozen.eval.metrics import caption_scores
 from frozen.model.loss import summed_token_loss
@@ -45,13 +45,15 @@ def run_caption(name: str, task: CaptionTaskConfig, ctx: EvalContext) -> None:
         if condition == "text_demos":
             continue  # captioning has no demonstrations
         queries = caption_queries(items, task, condition=condition, start_text=tok.bos_token or tok.eos_token)
-        records = ctx.answerer.answer(queries, task, condition)
+        records, skipped = ctx.answerer.answer(queries, task, condition)
         n = len(records)
-        scores = caption_scores({r["id"]: r["target"] for r in records}, {r["id"]: [r["prediction"]] for r in records})
+        scores = caption_scores({r["id"]: r["target"] for r in records},
+                                {r["id"]: [r["prediction"]] for r in records}) if records else {}
         ctx.store.keep(name, settings, condition, 0, records)
         for metric in ("BLEU-4", "CIDEr"):
-            ctx.store.add_row(name, metric, condition, [scores[metric]], n, settings)
-        ctx.log(f"{name} {condition}: BLEU-4 {scores['BLEU-4']:.3f} CIDEr {scores['CIDEr']:.3f} (n={n})")
+            ctx.store.add_row(name, metric, condition, [scores[metric]] if records else [], n, settings, skipped)
+        ctx.log(f"{name} {condition}: BLEU-4 {scores.get('BLEU-4', float('nan')):.3f} "
+                f"CIDEr {scores.get('CIDEr', float('nan')):.3f} (n={n}{skip_text(skipped)})")
     for condition in ("image", "black_images"):
         if condition in task.conditions:
             n = sum(dist.all_gather_objects(len(items)))

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 from frozen.config import BindingTaskConfig, DeepMindTaskConfig
 from frozen.errors import DataError
-from frozen.eval.answer import Query
+from frozen.eval.answer import Query, skip_text
 from frozen.eval.context import EvalContext
 from frozen.eval.deepmind import load_deepmind_task
 from frozen.eval.episodes import NAMING_TASKS, Episode, build_easyvqa_binding, episode_parts
@@ -82,19 +82,24 @@ def run_episodes(name: str, task: BindingTaskConfig | DeepMindTaskConfig, ctx: E
 def _episode_rows(name: str, task: BindingTaskConfig | DeepMindTaskConfig, ctx: EvalContext, sets: list[list[Any]],
                   condition: str, settings: dict[str, Any]) -> None:
     induction = settings["task_induction"]
-    accs, stricts, n = [], [], 0
+    accs, stricts, n, skipped = [], [], 0, {}
     for trial, episodes in enumerate(sets):
         queries = episode_queries(_my_share(episodes, ctx), induction=induction, condition=condition)
-        records = ctx.answerer.answer(queries, task, condition)
+        records, skipped = ctx.answerer.answer(queries, task, condition)  # n and skipped: the last trial's
         for r in records:
             r["score"] = exact_match(r["prediction"], r["target"])
             r["score_strict"] = strict_match(r["prediction"], r["target"])
         n = len(records)
-        accs.append(sum(r["score"] for r in records) / max(n, 1))
-        stricts.append(sum(r["score_strict"] for r in records) / max(n, 1))
+        if records:  # a trial whose every episode was too long has no score
+            accs.append(sum(r["score"] for r in records) / n)
+            stricts.append(sum(r["score_strict"] for r in records) / n)
         ctx.store.keep(name, settings, condition, trial, records)
-    ctx.store.add_row(name, "accuracy", condition, accs, n, settings)
-    ctx.store.add_row(name, "accuracy_strict", condition, stricts, n, settings)
+    ctx.store.add_row(name, "accuracy", condition, accs, n, settings, skipped)
+    ctx.store.add_row(name, "accuracy_strict", condition, stricts, n, settings, skipped)
     ctx.log(f"{name} {settings['ways']}-way inner_shots={settings['inner_shots']} repeats={settings['repeats']} "
-            f"induction={induction} {condition}: accuracy {sum(accs) / len(accs):.3f} strict "
-            f"{sum(stricts) / len(stricts):.3f} (chance {1 / settings['ways']:.3f}, n={n}, trials={len(accs)})")
+            f"induction={induction} {condition}: accuracy {_mean(accs):.3f} strict {_mean(stricts):.3f} "
+            f"(chance {1 / settings['ways']:.3f}, n={n}, trials={len(accs)}{skip_text(skipped)})")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")

@@ -15,7 +15,7 @@ from rich.markup import escape
 from frozen.config import EvalTaskConfig, EvaluateConfig, VqaTaskConfig, validate_evaluate_config
 from frozen.core import dist
 from frozen.core.logging import RunLogger, console
-from frozen.core.results import rows_table
+from frozen.core.results import rows_table, skipped_cell
 from frozen.errors import FrozenConfigError
 from frozen.eval.caption import run_caption
 from frozen.eval.context import EvalContext
@@ -112,7 +112,8 @@ def evaluate(cfg: EvaluateConfig, checked: bool = False) -> list[dict[str, Any]]
             logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
             if store.rows:
                 columns = list(dict.fromkeys(k for r in store.rows for k in r))  # kinds have different settings
-                logger.table("eval/results", 0, columns, [[r.get(c) for c in columns] for r in store.rows])
+                logger.table("eval/results", 0, columns,  # skipped as text: W&B wants one type a column
+                             [[skipped_cell(r) if c == "skipped" else r.get(c) for c in columns] for r in store.rows])
         return store.rows
     finally:
         logger.finish()

@@ -70,7 +70,8 @@ def aggregate_seeds(
     trials, ``num_examples``, ``num_trials``). A cell's output row: ``mean`` and ``seed_std`` (sample std
     over seeds of the per-seed means), ``trial_std`` (the evaluation-trial std averaged over seeds),
     ``num_seeds``, ``seed_means``, and for proportion metrics ``ci95`` (Wilson, on ``num_examples``).
-    Raises if a cell is missing from some seed: a silent partial mean would be a different number.
+    Raises if a cell is missing from some seed: a silent partial mean would be a different number; for
+    the same reason a cell with a seed whose ``mean`` is None (every item skipped) has ``mean`` None.
     """
     key_fields = tuple(key_fields)
     cells: dict[tuple, list[dict[str, Any]]] = {}
@@ -81,6 +82,11 @@ def aggregate_seeds(
     for key, rows in cells.items():
         if len(rows) != len(per_seed):
             raise ValueError(f"cell {dict(zip(key_fields, key))} is in {len(rows)} of {len(per_seed)} seeds' results")
+        if any(r["mean"] is None for r in rows):  # a seed where no item fitted the LM: no mean for the cell
+            out.append(dict(rows[0]) | {"mean": None, "seed_std": None, "trial_std": None, "num_seeds": len(rows),
+                                        "seed_means": [r["mean"] for r in rows]})
+            out[-1].pop("stddev", None)
+            continue
         means = [float(r["mean"]) for r in rows]
         mean, seed_std = mean_std(means)
         row = dict(rows[0]) | {

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from frozen.core.results import RESULTS_NAME
+from frozen.errors import write_error
 from frozen.eval.metrics import mean_std
 
 
@@ -28,11 +30,15 @@ class ResultStore:
         self.notes: list[str] = []
 
     def add_row(self, name: str, metric: str, condition: str, values: list[float], n: int,
-                settings: dict[str, Any], **extra: Any) -> None:
-        """One results row of task ``name``: mean and sample std over ``values`` (one per trial)."""
-        mean, std = mean_std(values)
+                settings: dict[str, Any], skipped: dict[str, int] | None = None, **extra: Any) -> None:
+        """One results row of task ``name``: mean and sample std over ``values`` (one per trial; none
+        when every item was skipped: mean and stddev None). ``skipped`` ({reason: items}, e.g.
+        ``{"prompt_too_long": 3}``) becomes the row's ``skipped`` key when it counts any item."""
+        mean, std = mean_std(values) if values else (None, None)
         row = {"task": name, "metric": metric, **settings, "condition": condition, "mean": mean, "stddev": std,
                "num_examples": n, "num_trials": len(values), **extra}
+        if skipped and any(skipped.values()):
+            row["skipped"] = dict(skipped)
         self.rows.append(row)
 
     def keep(self, name: str, settings: dict[str, Any], condition: str, trial: int,
@@ -73,7 +79,6 @@ def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: 
     ``predictions.jsonl`` (one record per generated answer); ``submissions/{file}`` per entry of
     ``submissions`` (``[{"question_id": int, "answer": str}]``, the format the VQA server takes)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     weights = Path(checkpoint) / "model.safetensors" if checkpoint and Path(checkpoint).is_dir() else checkpoint
     payload = {
         "rows": rows,
@@ -84,12 +89,32 @@ def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    out = run_dir / RESULTS_NAME
-    out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    with open(run_dir / "predictions.jsonl", "w") as f:
-        for record in predictions:
-            f.write(json.dumps(record, default=str) + "\n")
-    for name, answers in (submissions or {}).items():
-        (run_dir / "submissions").mkdir(exist_ok=True)
-        (run_dir / "submissions" / name).write_text(json.dumps(answers) + "\n")
-    return out
+    files = {RESULTS_NAME: json.dumps(payload, indent=2, default=str) + "\n",
+             "predictions.jsonl": "".join(json.dumps(record, default=str) + "\n" for record in predictions)}
+    files |= {f"submissions/{name}": json.dumps(answers) + "\n" for name, answers in (submissions or {}).items()}
+    write_all(run_dir, files)
+    return run_dir / RESULTS_NAME
+
+
+def write_all(folder: Path, files: dict[str, str]) -> None:
+    """Write ``{relative path: text}`` under ``folder``: every file to a ``.tmp`` first, then all renamed,
+    so a full disk or read-only folder (one-line :class:`~frozen.errors.WriteError` naming the path and
+    the free space) leaves the files of an earlier run as they were and no ``.tmp`` behind."""
+    tmps: list[Path] = []
+    path = folder
+    try:
+        for rel, text in files.items():
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(path.with_name(path.name + ".tmp"))
+            tmps[-1].write_text(text)
+        for tmp in tmps:
+            path = tmp.with_name(tmp.name[: -len(".tmp")])
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp in tmps:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise write_error(path, exc, f"the results already in {folder} are as they were") or exc from exc

@@ -19,7 +19,7 @@ from frozen.core import dist
 from frozen.data.pipeline import iter_eval_samples
 from frozen.data.samples import _answer_strings, vqa_answer
 from frozen.errors import DataError
-from frozen.eval.answer import Query
+from frozen.eval.answer import Query, skip_text
 from frozen.eval.context import EvalContext
 from frozen.eval.metrics import vqa_accuracy
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
@@ -138,27 +138,34 @@ def run_vqa(name: str, task: VqaTaskConfig, ctx: EvalContext) -> None:
             continue  # identical to "image" without demonstrations
         settings = {"shots": shots}
         extra = {"demo_pool_size": len(pool)} if shots > 0 else {}  # the pool the demonstrations came from
-        overall, by_type, type_n, n = [], {}, {}, 0
+        overall, by_type, type_n, n, skipped = [], {}, {}, 0, {}
         for trial in range(task.num_trials if shots > 0 else 1):
             queries = vqa_queries(items, pool, task, shots=shots, condition=condition, seed=ctx.cfg.seed, trial=trial)
-            records = ctx.answerer.answer(queries, task, condition)
+            records, skipped = ctx.answerer.answer(queries, task, condition)  # n and skipped: the last trial's
             n = len(records)
             if not scored:
                 ctx.store.submissions[f"{name}-shots{shots}-{condition}-trial{trial}.json"] = [
                     {"question_id": _question_id(r["id"]), "answer": r["prediction"]} for r in records]
+                if skipped:
+                    ctx.store.notes.append(f"{name} shots={shots} {condition} trial {trial}: the submission lacks "
+                                           f"{sum(skipped.values())} questions ({skip_text(skipped)[2:]})")
                 ctx.store.keep(name, settings, condition, trial, records)
                 continue
             for r in records:
                 r["score"] = vqa_accuracy(r["prediction"], r["target"])
             ctx.store.keep(name, settings, condition, trial, records)
-            overall.append(sum(r["score"] for r in records) / max(n, 1))
+            if not records:  # every question of this trial was too long: no score
+                ctx.log(f"{name} shots={shots} {condition} trial {trial}: no question fits{skip_text(skipped)}")
+                continue
+            overall.append(sum(r["score"] for r in records) / n)
             for t in sorted({r.get("answer_type") for r in records if r.get("answer_type")}):
                 scores = [r["score"] for r in records if r.get("answer_type") == t]
                 by_type.setdefault(t, []).append(sum(scores) / len(scores))
                 type_n[t] = len(scores)
-            ctx.log(f"{name} shots={shots} {condition} trial {trial}: vqa accuracy {overall[-1]:.3f} (n={n})")
+            ctx.log(f"{name} shots={shots} {condition} trial {trial}: vqa accuracy {overall[-1]:.3f} "
+                    f"(n={n}{skip_text(skipped)})")
         if scored:
-            ctx.store.add_row(name, "vqa_accuracy", condition, overall, n, settings, **extra)
+            ctx.store.add_row(name, "vqa_accuracy", condition, overall, n, settings, skipped, **extra)
             for t, values in by_type.items():
                 ctx.store.add_row(name, f"vqa_accuracy[{t}]", condition, values, type_n[t], settings, **extra)
     if not scored:

@@ -6,6 +6,10 @@ original encoded bytes. ``{out}/sizes.json`` maps each shard file name to its sa
 format open_clip and others read). Tars are written with a fixed mtime, so converting the same
 input twice produces byte-identical shards.
 
+A full disk, read-only folder or missing permission (:data:`frozen.errors.WRITE_ERRNOS`) stops the run
+with one :class:`~frozen.errors.WriteError` line naming the path and the free space: the shard in progress
+is removed, completed shards are kept (and named in the line), ``sizes.json`` is left as it was.
+
 A sink never touches shards it did not write: existing ``{prefix}-*.tar`` files stop the run
 (:func:`check_free`) unless ``overwrite`` is set, and other prefixes' files are never looked at.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from frozen.data.samples import check_image_bytes, decode_image, sniff_image_format
-from frozen.errors import DataError
+from frozen.errors import DataError, write_error
 
 T = TypeVar("T")
 # A progress wrapper: ``track(iterable, description, total)`` yields the iterable's items.
@@ -111,6 +115,8 @@ class ShardSink:
         self._writer: Any = None  # webdataset.TarWriter, imported when the first shard opens
         self._size = 0
         self._keys: set[str] = set()
+        self._open: Path | None = None  # the .tmp file of the shard in progress
+        self._failed = False  # a write failed: close() writes nothing more
 
     def shard_name(self, index: int) -> str:
         return f"{self.prefix}-{index:06d}.tar"
@@ -128,7 +134,25 @@ class ShardSink:
             self._writer.close()
             name = self.out_dir / self.shard_name(len(self.counts) - 1)
             os.replace(f"{name}.tmp", name)
-            self._writer = None
+            self._writer, self._open = None, None
+
+    def _abandon(self, exc: OSError) -> Exception:
+        """Remove the shard in progress and return the error to raise (a WriteError for a full or
+        read-only disk, ``exc`` itself otherwise); completed shards stay."""
+        path = self._open or self.out_dir
+        writer, self._writer, self._open, self._failed = self._writer, None, None, True
+        try:
+            if writer is not None:
+                writer.close()
+        except OSError:
+            pass  # the disk that failed the write may fail the close too; the file goes anyway
+        if path != self.out_dir:
+            _remove(Path(path))
+        done = len(self.counts) - (path != self.out_dir)
+        self.counts = self.counts[:done]
+        kept = (f"kept {done} completed shard(s) {shard_pattern(self.prefix, done)} in {self.out_dir}, removed "
+                f"the unfinished {Path(path).name}" if done else f"no completed shard of {self.prefix!r}")
+        return write_error(path, exc, kept) or exc
 
     def write(self, key: str, files: dict[str, bytes | str]) -> None:
         """Write one sample; ``files`` maps extensions (``"png"``, ``"txt"``, ``"json"``) to content."""
@@ -140,26 +164,36 @@ class ShardSink:
         data = {ext: v.encode("utf-8") if isinstance(v, str) else v for ext, v in files.items()}
         size = sum(_tar_entry_size(len(v)) for v in data.values())
         full = self._writer is not None and (self.counts[-1] >= self.max_count or self._size + size > self.max_size)
-        if self._writer is None or full:
-            self._finish_shard()
-            path = self.out_dir / f"{self.shard_name(len(self.counts))}.tmp"
-            # encoder=False: values are already bytes. A fixed *int* mtime makes tars reproducible (a
-            # float one would add a PAX header per file).
-            # imported here: webdataset pulls in torch (~4 s), which argument checking should not wait for
-            from webdataset import TarWriter
+        try:
+            if self._writer is None or full:
+                self._finish_shard()
+                # imported here: webdataset pulls in torch (~4 s), which argument checking should not wait for
+                from webdataset import TarWriter
 
-            self._writer = TarWriter(str(path), encoder=False, mtime=0)
-            self.counts.append(0)
-            self._size = 0
-        self._writer.write({"__key__": key, **data})
+                self.counts.append(0)
+                self._open = self.out_dir / f"{self.shard_name(len(self.counts) - 1)}.tmp"
+                # encoder=False: values are already bytes. A fixed *int* mtime makes tars reproducible (a
+                # float one would add a PAX header per file).
+                self._writer = TarWriter(str(self._open), encoder=False, mtime=0)
+                self._size = 0
+            self._writer.write({"__key__": key, **data})
+        except OSError as exc:
+            raise self._abandon(exc) from exc
         self.counts[-1] += 1
         self._size += size
 
     def close(self) -> dict[str, int]:
         """Finish the last shard, update ``sizes.json`` and, with ``overwrite``, delete this prefix's shards
-        from an earlier, larger run; returns ``{shard: count}``."""
-        self._finish_shard()
+        from an earlier, larger run; returns ``{shard: count}``. After a failed write: only returns
+        the completed shards (nothing more is written or deleted)."""
+        if not self._failed:
+            try:
+                self._finish_shard()
+            except OSError as exc:
+                raise self._abandon(exc) from exc
         sizes = {self.shard_name(i): n for i, n in enumerate(self.counts)}
+        if self._failed:
+            return sizes
         if self.overwrite:
             own = _own_shards(self.prefix)
             for path in self.out_dir.iterdir():
@@ -195,8 +229,20 @@ def update_sizes_json(out_dir: Path, prefix: str, sizes: dict[str, int]) -> None
     own = re.compile(rf"^{re.escape(prefix)}-\d{{6}}\.tar$")
     merged = {k: v for k, v in current.items() if not own.match(k)} | sizes
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise write_error(path, exc, "the shards are complete; sizes.json is as it was") or exc from exc
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it is there; a disk that refused a write may refuse this too (then it stays)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def read_image_file(path: str | Path, *, verify: bool = False) -> tuple[bytes, str] | str:

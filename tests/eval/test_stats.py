@@ -49,6 +49,10 @@ def test_aggregate_seeds_spread_and_interval():
     assert cider["mean"] == pytest.approx(4.0) and "ci95" not in cider  # CIDEr is not a proportion
     with pytest.raises(ValueError, match="in 1 of 2 seeds"):
         aggregate_seeds([[row(0.5, 0.0)], [row(0.5, 0.0, model="frozen_vqa")]])
+    empty = row(None, None) | {"num_examples": 0, "skipped": {"prompt_too_long": 100}}
+    (cell,) = aggregate_seeds([[row(0.5, 0.02)], [empty]])  # one seed scored nothing: no mean, no crash
+    assert cell["mean"] is None and cell["seed_std"] is None and cell["seed_means"] == [0.5, None]
+    assert "ci95" not in cell and "stddev" not in cell
 
 
 def test_is_proportion():

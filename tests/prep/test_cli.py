@@ -134,3 +134,23 @@ def test_img2dataset_output_is_left_alone_and_read_as_is(cli, tmp_path, capsys):
     assert sorted(p.name for p in folder.iterdir()) == sorted([*before, "mine-train-000000.tar", "sizes.json"])
     examples = eval_examples(folder, "00000.tar")
     assert [examples[f"{i:09d}"].target for i in range(3)] == [" web caption 0", " web caption 1", " web caption 2"]
+
+
+def test_full_disk_is_one_line_naming_the_shard_and_the_free_space(cli, vqa_files, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import webdataset
+
+    def full_disk(self, sample):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    q, a, images = vqa_files
+    out = tmp_path / "out"
+    monkeypatch.setattr(webdataset.TarWriter, "write", full_disk)
+    code = cli.main(["vqav2", "--questions", str(q), "--annotations", str(a), "--images", str(images),
+                     "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: cannot write {out / 'vqa-val-000000.tar.tmp'}: the disk is full (")
+    assert f"free on {out}); no completed shard of 'vqa-val'; free space" in err
+    assert list(out.iterdir()) == []

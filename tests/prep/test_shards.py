@@ -90,3 +90,54 @@ def test_report_summary_details_and_failure_rules():
     empty.skip("missing_image_file", "a.jpg", count=6)
     assert empty.failure(1.0) == "wrote nothing: 6 of 6 records skipped"
     assert ConvertReport("out").failure(0.5) == "wrote nothing: the input holds no records"
+
+
+def _full_disk_after(monkeypatch, writes: int) -> None:
+    """TarWriter.write raises ENOSPC once ``writes`` samples went through."""
+    import errno
+
+    import webdataset
+
+    original, count = webdataset.TarWriter.write, [0]
+
+    def write(self, sample):
+        count[0] += 1
+        if count[0] > writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, sample)
+
+    monkeypatch.setattr(webdataset.TarWriter, "write", write)
+
+
+def test_full_disk_keeps_completed_shards_and_removes_the_one_in_progress(tmp_path, monkeypatch):
+    from frozen.errors import WriteError
+
+    write(tmp_path, "other", n=2)
+    sizes_before = (tmp_path / "sizes.json").read_bytes()
+    _full_disk_after(monkeypatch, 4)
+    with pytest.raises(WriteError) as err:
+        write(tmp_path, max_count=3)  # s-000000 (3 samples) complete, s-000001 fails at its 2nd sample
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"cannot write {tmp_path / 's-000001.tar.tmp'}: the disk is full (")
+    assert f" free on {tmp_path})" in line and "kept 1 completed shard(s) s-000000.tar" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-000000.tar", "s-000000.tar", "sizes.json"]
+    assert (tmp_path / "sizes.json").read_bytes() == sizes_before
+    monkeypatch.undo()
+    reference = tmp_path / "ref"
+    write(reference, max_count=3)
+    assert (tmp_path / "s-000000.tar").read_bytes() == (reference / "s-000000.tar").read_bytes()
+
+
+def test_read_only_folder_for_sizes_json_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from frozen.errors import WriteError
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.raises(WriteError, match=r"sizes\.json: the file system is read-only \(.* free on .*\); the "
+                                         r"shards are complete; sizes\.json is as it was"):
+        write(tmp_path, n=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-000000.tar"]
