@@ -1,17 +1,7 @@
 """`make bench`: the project's fast paths timed against the plain way of doing the same work.
 
-Entries (``--only`` picks some; see docs/bench.md for what each measures):
-
-* ``train_step``: one optimizer step with the frozen LM (no LM weight gradients) vs the same model
-  with the LM's weights left trainable but outside the optimizer; time, peak memory, FLOPs; also
-  with activation checkpointing. On CUDA additionally tokens/s and MFU.
-* ``fewshot_shared_support``: 25 queries on one 5-way 1-shot support set, support encoded once
-  (``generate_shared``) vs the full prompt per query (``model.generate``); outputs must be identical.
-* ``batched_generation``: 16 VQA prompts in one ``model.generate`` call vs one call per prompt.
-* ``data_loader``: samples/s of the training pipeline alone vs samples/s the train step consumes.
-
-Timings are medians of ``--repeats``; the two sides of an entry run interleaved, so load from other
-processes hits both alike. Writes ``outputs/bench/bench.json`` and prints a table.
+The entries, their arguments and the report live in ``frozen.bench`` (``python -m frozen.bench.cli --help``);
+docs/bench.md says what each entry measures.
 """
 
 from __future__ import annotations
