@@ -208,7 +208,12 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
                 init_from=cfg.init_from,
                 trained_blind=bool(t.blind),  # evaluation reads it back from frozen_config.json
             )
-            model.save_pretrained(export, training=facts)
+            try:
+                model.save_pretrained(export, training=facts)
+            except OSError as err:  # the final checkpoint is written: a relaunch only exports again
+                if err.errno in ckpt.DISK_ERRNOS:
+                    raise ckpt.write_error(export, err) from err
+                raise
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {

@@ -48,10 +48,9 @@ def start_point(
 
     Returns ``(checkpoint resumed from or None, start step, skip counter, non-finite steps so far)``.
     """
-    resume_from = ckpt.resolve_load_path(cfg.load_path) if cfg.load_path else ckpt.latest_checkpoint(cfg.run_dir)
+    resume_from, state = _intact_checkpoint(cfg, info)
     skip_counter = SkipCounter()
     if resume_from is not None:
-        state = ckpt.load(resume_from)
         _check_compatible(state["config"], cfg, resume_from, log=console.print if info.is_main else (lambda *_: None))
         start_step, nonfinite_total = ckpt.restore_run(state, info, model, optimizer, scaler, skip_counter)
         return resume_from, start_step, skip_counter, nonfinite_total
@@ -65,6 +64,32 @@ def start_point(
         if info.is_main:
             console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
     return None, 0, skip_counter, 0
+
+
+def _intact_checkpoint(cfg: TrainConfig, info: dist.DistInfo) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest intact checkpoint and its state, or ``(None, None)``.
+
+    Rank 0 checks the checkpoints and moves damaged ones of this run aside; the others then load
+    the one it found (or raise its error, so that no rank waits for the others).
+    """
+    found: Path | Exception | None = None
+    state = None
+    if info.is_main:
+        try:
+            source = Path(cfg.run_dir)
+            if cfg.load_path:
+                ckpt.resolve_load_path(cfg.load_path)  # a missing path or an empty run directory: its error
+                source = Path(cfg.load_path).expanduser()
+            found, state = ckpt.newest_intact(source, console.print, move_aside=not cfg.load_path) or (None, None)
+        except (ckpt.CheckpointError, FileNotFoundError) as err:
+            found = err
+    if info.enabled:
+        found = dist.all_gather_objects(found)[0]
+    if isinstance(found, Exception):
+        raise found
+    if found is not None and state is None:
+        state = ckpt.verified_load(found)
+    return found, state
 
 
 def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
