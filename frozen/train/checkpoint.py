@@ -182,7 +182,7 @@ def verified_load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
     if sidecar.is_file():
-        expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+        expected = (sidecar.read_text().split() or [""])[0]
         if sha256_of(path) != expected:
             raise ValueError(f"sha256 differs from {sidecar.name}")
     state = load(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import torch
 from trainkit import losses, make_cfg, trained_weights
 
+from frozen.core import dist
 from frozen.train import checkpoint as ckpt
 from frozen.train import loop
 from frozen.train.preempt import PREEMPTED_EXIT, Preempted
@@ -54,6 +56,59 @@ def test_signal_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(
     loop.train(cfg)
     a, b = trained_weights(full.run_dir), trained_weights(cfg.run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(full.run_dir) == losses(cfg.run_dir)
+
+
+def test_the_handler_installed_before_runs_after_the_checkpoint(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    """submitit's requeue handler (SIGUSR2) is chained: it sees the checkpoint of the step that finished."""
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=6)
+    calls = []
+
+    def requeue(signum, frame):
+        calls.append((signum, [p.name for p in ckpt.list_checkpoints(cfg.run_dir)]))
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        _signal_self_at(monkeypatch, 2, signal.SIGUSR2)
+        with pytest.raises(Preempted, match="preempted by SIGUSR2: stopped after step 2"):
+            loop.train(cfg)
+        assert calls == [(signal.SIGUSR2, ["step_00000002.pt"])]
+        assert signal.getsignal(signal.SIGUSR2) is requeue
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def _preempted_worker(cfg):
+    """A spawned rank: rank 1 alone receives SIGTERM during its 3rd step."""
+    real = loop.train_step
+    calls = []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    loop.train_step = step
+    try:
+        loop.train(cfg)
+    except Preempted as err:
+        (Path(cfg.run_dir) / f"stopped-rank{os.environ['RANK']}.txt").write_text(str(err))
+
+
+def test_one_rank_signalled_stops_every_rank_after_the_same_step(tmp_path, caption_data, tiny_gpt2):
+
+    full = dataclasses.replace(make_cfg(tmp_path / "full", caption_data, tiny_gpt2, max_steps=5), num_gpus=2)
+    dist.spawn(loop.train, (full,), num_local=2)
+    cfg = dataclasses.replace(make_cfg(tmp_path / "cut", caption_data, tiny_gpt2, max_steps=5), num_gpus=2)
+    dist.spawn(_preempted_worker, (cfg,), num_local=2)
+    run = tmp_path / "cut"
+    assert "preempted by SIGTERM: stopped after step 3" in (run / "stopped-rank1.txt").read_text()
+    assert "preempted by a signal on another rank: stopped after step 3" in (run / "stopped-rank0.txt").read_text()
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000003.pt"]
+    dist.spawn(loop.train, (cfg,), num_local=2)
+    a, b = trained_weights(full.run_dir), trained_weights(cfg.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert losses(full.run_dir) == losses(cfg.run_dir)
 
 
