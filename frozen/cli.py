@@ -47,14 +47,21 @@ def error_lines(err: BaseException) -> list[str]:
 
 
 def report(err: BaseException) -> NoReturn:
-    """Print ``err`` as ``error: ...`` lines on stderr and exit with :data:`USER_ERROR_EXIT`."""
+    """Print ``err`` as ``error: ...`` lines on stderr and exit with :data:`USER_ERROR_EXIT`.
+
+    An error with its own ``exit_code`` (a preempted run's 75) prints ``stopped: ...`` and exits with it.
+    """
     lines = error_lines(err)
     prog = os.path.basename(sys.argv[0])
     header = f"{prog}: {len(lines)} problem(s) found" if len(lines) > 1 else None
-    sys.stderr.write("\n".join(([header] if header else []) + [f"error: {line}" for line in lines]))
-    sys.stderr.write("\n(run again with debug=true or HYDRA_FULL_ERROR=1 for the Python traceback)\n")
+    code = getattr(err, "exit_code", USER_ERROR_EXIT)  # a preempted run: 75, "run the same command again"
+    prefix = "error" if code == USER_ERROR_EXIT else "stopped"
+    sys.stderr.write("\n".join(([header] if header else []) + [f"{prefix}: {line}" for line in lines]))
+    if code == USER_ERROR_EXIT:
+        sys.stderr.write("\n(run again with debug=true or HYDRA_FULL_ERROR=1 for the Python traceback)")
+    sys.stderr.write("\n")
     sys.stderr.flush()
-    sys.exit(USER_ERROR_EXIT)
+    sys.exit(code)
 
 
 def _debug() -> bool:

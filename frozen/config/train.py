@@ -19,6 +19,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # trainer.precision; resolved to 
 LM_DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes in frozen.model.lm.DTYPES
 MAPPERS = ("linear", "mlp")
 STRATEGIES = ("ddp", "fsdp")
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGXCPU")
 
 
 @dataclass
@@ -137,6 +138,8 @@ class TrainerConfig:
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     strategy: str = "ddp"  # ddp (every rank holds the whole LM) | fsdp (the frozen LM sharded over ranks, FSDP2)
     fsdp_cpu_offload: bool = False  # fsdp on CUDA: keep the LM's shards in host memory between uses
+    # Signals that stop the run after the current step with a checkpoint (exit 75); [] keeps Python's defaults.
+    preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 
     @staticmethod
     def check(c: Any) -> list[str]:
@@ -164,6 +167,8 @@ class TrainerConfig:
             (c.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {c.max_nonfinite}"),
             (c.threads >= 0, f"threads must be >= 0 (0 keeps torch's default), got {c.threads}"),
             one_of("strategy", c.strategy, STRATEGIES),
+            *[(name in PREEMPT_SIGNALS, f"preempt_signals: unknown signal {name!r}; use names from "
+               f"{', '.join(PREEMPT_SIGNALS)}") for name in c.preempt_signals],
             (not c.fsdp_cpu_offload or c.strategy == "fsdp", "fsdp_cpu_offload=true needs trainer.strategy=fsdp"),
             (not (c.fsdp_cpu_offload and c.device == "cpu"),
              "fsdp_cpu_offload=true offloads GPU shards to the host; with trainer.device=cpu they are in host "

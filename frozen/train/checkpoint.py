@@ -2,18 +2,24 @@
 
 A checkpoint holds the trainable weights, optimizer, scaler, step, every rank's RNG state, the data
 position (sample and skip counters), the non-finite step count and the resolved config. Written
-atomically (temporary file + ``os.replace``) so a run killed mid-write never leaves a truncated
-checkpoint that a resume would trust. Read with ``torch.load(weights_only=True)``: only tensors and
-plain containers are unpickled, no code runs from a checkpoint file. The portable artifact is the
-separate ``save_pretrained`` export; this file is for resuming a run.
+atomically (temporary file + ``os.replace``, the file and then its directory fsync'd) so a run killed
+mid-write never leaves a truncated checkpoint that a resume would trust; a ``step_X.pt.sha256`` written
+after it is checked on resume, and a damaged checkpoint (truncated, bit-flipped, unreadable) is moved
+aside as ``step_X.pt.damaged`` while the newest intact one is used (:func:`newest_intact`). Read with
+``torch.load(weights_only=True)``: only tensors and plain containers are unpickled, no code runs from
+a checkpoint file. The portable artifact is the separate ``save_pretrained`` export; this file is for
+resuming a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -24,9 +30,67 @@ import torch
 from frozen.config import TrainConfig
 from frozen.core import dist
 from frozen.data.samples import SkipCounter
+from frozen.errors import FrozenError
 
 CKPT_DIR = "checkpoints"
 _PATTERN = re.compile(r"step_(\d{8})\.pt$")
+CHECKSUM_SUFFIX = ".sha256"
+DAMAGED_SUFFIX = ".damaged"
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class CheckpointError(FrozenError, OSError):
+    """No intact checkpoint to resume from (each damaged one was reported and moved aside)."""
+
+
+class DiskWriteError(FrozenError, OSError):
+    """A checkpoint or export could not be written: disk full, read-only or no permission."""
+
+
+def write_error(path: str | Path, err: OSError) -> DiskWriteError:
+    """The one-line error for a failed write of ``path``: the reason and the free space where it goes."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**30:.2f} GiB free on {where}"
+    except OSError:
+        free = f"free space on {where} unknown"
+    return DiskWriteError(
+        f"cannot write {path}: {err.strerror or err} ({free}); free disk space or make the directory writable "
+        "(or set run_dir elsewhere), then relaunch the same command: it resumes from the last checkpoint"
+    )
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` then fsync and rename onto ``path``; the temporary file never survives a failure."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -86,25 +150,89 @@ def resolve_load_path(load_path: str) -> Path:
 
 
 def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
-    """Atomically write ``state``; then delete all but the newest ``keep_last`` checkpoints (0 keeps all)."""
+    """Atomically write ``state`` and its checksum; then delete all but the newest ``keep_last`` (0 keeps all).
+
+    Rotation runs only once the new checkpoint was read back and matched its checksum, so it never
+    removes the last intact checkpoint. A full or read-only disk raises :class:`DiskWriteError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda tmp: torch.save(state, tmp))
+        digest = sha256_of(path)
+        _atomic_write(Path(f"{path}{CHECKSUM_SUFFIX}"), lambda tmp: Path(tmp).write_text(f"{digest}  {path.name}\n"))
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise write_error(path, err) from err
         raise
     if keep_last > 0:
         for old in list_checkpoints(path.parent.parent)[:-keep_last]:
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
+                Path(f"{old}{CHECKSUM_SUFFIX}").unlink(missing_ok=True)
     return path
 
 
 def load(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def verified_load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint after checking its ``.sha256`` (when there is one); any damage raises."""
+    path = Path(path)
+    sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
+    if sidecar.is_file():
+        expected = (sidecar.read_text().split() or [""])[0]
+        if sha256_of(path) != expected:
+            raise ValueError(f"sha256 differs from {sidecar.name}")
+    state = load(path)
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise ValueError("not a training checkpoint")
+    return state
+
+
+def _problem(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())[:200]
+
+
+def newest_intact(
+    folder_or_file: str | Path, log: Callable[[str], None], move_aside: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads and matches its checksum, with its state; ``None`` if there is none.
+
+    ``folder_or_file``: a run directory or one ``.pt`` file (named by ``load_path``: never moved). Each
+    damaged checkpoint of a run directory is reported in one line and renamed ``step_X.pt.damaged``
+    (with its checksum), never deleted (``move_aside=False``: only skipped). Damage with nothing intact
+    left raises :class:`CheckpointError`.
+    """
+    target = Path(folder_or_file)
+    candidates = [target] if target.is_file() else list(reversed(list_checkpoints(target)))
+    damaged = []
+    for path in candidates:
+        try:
+            return path, verified_load(path)
+        except Exception as err:  # noqa: BLE001 - any failure to read a checkpoint means it is damaged
+            problem = _problem(err)
+        if target.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} is damaged ({problem}); point load_path at another checkpoint or run directory"
+            )
+        damaged.append(path)
+        if not move_aside:  # another run's directory (load_path): reported and skipped, left in place
+            log(f"[yellow]checkpoint {path} is damaged ({problem}): skipped[/yellow]")
+            continue
+        aside = path.with_name(path.name + DAMAGED_SUFFIX)
+        os.replace(path, aside)
+        sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
+        if sidecar.exists():
+            os.replace(sidecar, Path(f"{aside}{CHECKSUM_SUFFIX}"))
+        log(f"[yellow]checkpoint {path} is damaged ({problem}): moved aside to {aside.name}[/yellow]")
+    if damaged:
+        raise CheckpointError(
+            f"no intact checkpoint in {target} ({len(damaged)} damaged); "
+            "start a new run_dir, or set load_path to a good checkpoint (init_from=<export> keeps trained weights)"
+        )
+    return None
 
 
 def save_run(

@@ -34,6 +34,7 @@ from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 from frozen.train import resume
 from frozen.train.fsdp import resident_lm_bytes, shard_lm
+from frozen.train.preempt import Preemption
 from frozen.train.step import train_step
 from frozen.train.validate import validate
 
@@ -135,7 +136,9 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ steps
     model.train()
     consecutive_nonfinite, loss_value, step = 0, float("nan"), start_step
+    preemption = Preemption(t.preempt_signals, info, device)
     try:
+        preemption.__enter__()  # handlers only set a flag, read once per step below
         for step in range(start_step, t.max_steps):
             tic = time.perf_counter()
             lr = lr_at(step, cfg)
@@ -194,6 +197,12 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
                 model.train()
             if t.ckpt_every and done % t.ckpt_every == 0 and done < t.max_steps:
                 save_checkpoint(done, skip_counter, nonfinite_total)
+            if done < t.max_steps and preemption.requested():  # the same answer on every rank
+                if not (t.ckpt_every and done % t.ckpt_every == 0):
+                    save_checkpoint(done, skip_counter, nonfinite_total)
+                stopped = preemption.stop(done, str(ckpt.checkpoint_path(run_dir, done)))
+                logger.print(f"[yellow]{stopped}[/yellow]")
+                raise stopped
 
         # ------------------------------------------------------------------ export
         final_step = max(t.max_steps, start_step)
@@ -208,7 +217,12 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
                 init_from=cfg.init_from,
                 trained_blind=bool(t.blind),  # evaluation reads it back from frozen_config.json
             )
-            model.save_pretrained(export, training=facts)
+            try:
+                model.save_pretrained(export, training=facts)
+            except OSError as err:  # the final checkpoint is written: a relaunch only exports again
+                if err.errno in ckpt.DISK_ERRNOS:
+                    raise ckpt.write_error(export, err) from err
+                raise
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {
@@ -221,5 +235,6 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
             "nonfinite_steps": nonfinite_total,
         }
     finally:
+        preemption.__exit__()
         logger.finish()
         dist.cleanup()

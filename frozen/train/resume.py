@@ -1,13 +1,17 @@
 """Where a run starts: its latest checkpoint (or ``load_path``), a trained export (``init_from``), or step 0.
 
-A checkpoint or export only continues the same model and LM settings (an error otherwise); a
-changed setting that fixes the batch order only warns, because the run continues correctly, on
-other batches than an uninterrupted run would read.
+A checkpoint is the newest intact one (damaged ones are moved aside, :mod:`frozen.train.checkpoint`).
+It only continues the same model and LM settings and the same batches (shards, batch split, world
+size, seed): every such change is refused, all of them in one error. Other changes (lr, schedule,
+logging, checkpoint cadence, max_steps) keep the resume exact from that step on: they are listed in
+the log and appended to ``<run_dir>/resume_changes.jsonl``. An export (``init_from``) only has to
+have the same model and LM.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,13 +26,18 @@ from frozen.model.export import WEIGHTS_NAME, read_config, resolve_export
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 
-# Settings that fix the order of training batches: changing one keeps the run resumable, but the
-# continuation then reads other batches than the uninterrupted run would have.
+RESUME_CHANGES = "resume_changes.jsonl"  # in the run dir: one line per resume with changed settings
+_SAME_MODEL = ("model", "lm")  # a checkpoint only continues the model and LM it was trained with
+_NOT_SETTINGS = {"run_dir", "load_path"}  # where the run is, not how it trains
+# Settings that fix the order or the split of training batches: a resume with another value would
+# not continue the run an uninterrupted one would have been (refused; the world size too).
 _DATA_ORDER_KEYS = (
     ("data", "train_shards"),
     ("data_root",),
     ("data", "shuffle_buffer"),
     ("data", "num_workers"),
+    ("data", "per_image_caption"),
+    ("data", "max_length"),
     ("trainer", "batch_size"),
     ("per_gpu_batchsize",),
     ("num_gpus",),
@@ -48,11 +57,10 @@ def start_point(
 
     Returns ``(checkpoint resumed from or None, start step, skip counter, non-finite steps so far)``.
     """
-    resume_from = ckpt.resolve_load_path(cfg.load_path) if cfg.load_path else ckpt.latest_checkpoint(cfg.run_dir)
+    resume_from, state = _intact_checkpoint(cfg, info)
     skip_counter = SkipCounter()
     if resume_from is not None:
-        state = ckpt.load(resume_from)
-        _check_compatible(state["config"], cfg, resume_from, log=console.print if info.is_main else (lambda *_: None))
+        _check_compatible(state, cfg, info, resume_from, log=console.print)
         start_step, nonfinite_total = ckpt.restore_run(state, info, model, optimizer, scaler, skip_counter)
         return resume_from, start_step, skip_counter, nonfinite_total
     if cfg.init_from:
@@ -65,6 +73,32 @@ def start_point(
         if info.is_main:
             console.print(f"initialised from {source} (weights only: fresh optimizer, step 0)")
     return None, 0, skip_counter, 0
+
+
+def _intact_checkpoint(cfg: TrainConfig, info: dist.DistInfo) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest intact checkpoint and its state, or ``(None, None)``.
+
+    Rank 0 checks the checkpoints and moves damaged ones of this run aside; the others then load
+    the one it found (or raise its error, so that no rank waits for the others).
+    """
+    found: Path | Exception | None = None
+    state = None
+    if info.is_main:
+        try:
+            source = Path(cfg.run_dir)
+            if cfg.load_path:
+                ckpt.resolve_load_path(cfg.load_path)  # a missing path or an empty run directory: its error
+                source = Path(cfg.load_path).expanduser()
+            found, state = ckpt.newest_intact(source, console.print, move_aside=not cfg.load_path) or (None, None)
+        except (ckpt.CheckpointError, FileNotFoundError) as err:
+            found = err
+    if info.enabled:
+        found = dist.all_gather_objects(found)[0]
+    if isinstance(found, Exception):
+        raise found
+    if found is not None and state is None:
+        state = ckpt.verified_load(found)
+    return found, state
 
 
 def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, action: str) -> None:
@@ -82,16 +116,43 @@ def _check_same_model(saved: dict[str, Any], now: dict[str, Any], path: Path, ac
             )
 
 
-def _check_compatible(saved: dict[str, Any], cfg: TrainConfig, path: Path, log: Callable[[str], None]) -> None:
-    """A checkpoint only resumes the same model (error); other data order settings only warn."""
-    now = dataclasses.asdict(cfg)
-    _check_same_model(saved, now, path, "resume with")
-    for keys in _DATA_ORDER_KEYS:
-        old, new = saved, now
-        for k in keys:
-            old, new = (old or {}).get(k), (new or {}).get(k)
-        if old != new:
-            log(
-                f"[yellow]resuming with {'.'.join(keys)}={new!r} (checkpoint: {old!r}): the run continues, "
-                "but on a different batch order than an uninterrupted run[/yellow]"
-            )
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"lr": 1}}`` -> ``{"trainer.lr": 1}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _breaks_exact_resume(key: str) -> bool:
+    return key.split(".")[0] in _SAME_MODEL or any(key == ".".join(k) for k in _DATA_ORDER_KEYS)
+
+
+def _check_compatible(
+    state: dict[str, Any], cfg: TrainConfig, info: dist.DistInfo, path: Path, log: Callable[[str], None]
+) -> None:
+    """Refuse changed settings that break exact resume (all of them in one error); list and record the others."""
+    saved, now = _flat(state["config"]), _flat(dataclasses.asdict(cfg))
+    changed = {
+        key: (saved.get(key), now.get(key))
+        for key in sorted(saved.keys() | now.keys())
+        if saved.get(key) != now.get(key) and key not in _NOT_SETTINGS
+    }
+    refused = [f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items() if _breaks_exact_resume(key)]
+    if len(state["rng"]) != info.world_size:  # one RNG state per rank was saved
+        refused.append(f"world size {len(state['rng'])} -> {info.world_size}")
+    if refused:
+        raise FrozenConfigError(
+            f"cannot resume from {path}: {len(refused)} setting(s) that fix the model or the batch order differ "
+            f"from the checkpoint (saved -> now): {', '.join(refused)}; resume with the saved values, or start a "
+            "new run_dir (init_from=<its export> starts from the trained weights)"
+        )
+    if changed and info.is_main:
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        log(f"[yellow]resuming from {path} at step {state['step']} with changed settings: {listed}[/yellow]")
+        record = {"step": state["step"], "checkpoint": str(path), "changes": {k: list(v) for k, v in changed.items()}}
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(cfg.run_dir) / RESUME_CHANGES, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")

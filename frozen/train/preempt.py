@@ -1,0 +1,75 @@
+"""Stopping cleanly on a preemption signal: finish the step, checkpoint, exit with status 75.
+
+A cluster announces preemption or the end of a job's time with a signal (Slurm: SIGTERM, or the
+signal asked for with ``--signal``; submitit: SIGUSR2 ``signal_delay_s`` before the limit). The
+handler only sets a flag. The loop reads it once per optimizer step (:meth:`Preemption.requested`;
+under DDP/FSDP a one-element all-reduce, so every rank stops after the same step), writes a
+checkpoint at that step and raises :class:`Preempted`, which the entry point turns into exit status
+:data:`PREEMPTED_EXIT` (75, ``EX_TEMPFAIL``: "try again"). A handler that was installed before ours
+(submitit's requeue) runs after the checkpoint. Relaunching the same command resumes exactly.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any, Sequence
+
+import torch
+
+from frozen.core import dist
+from frozen.errors import FrozenError
+
+PREEMPTED_EXIT = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, run the same command again
+
+
+class Preempted(FrozenError):
+    """The run stopped on a preemption signal after writing a checkpoint; relaunch to resume."""
+
+    exit_code = PREEMPTED_EXIT
+
+
+class Preemption:
+    """Signal handlers that set a flag, for the duration of a ``with`` block (main thread only)."""
+
+    def __init__(self, names: Sequence[str], info: dist.DistInfo, device: torch.device) -> None:
+        self.signals = [getattr(signal, name) for name in names]
+        self.info, self.device = info, device
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():  # Python only lets it set handlers
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def requested(self) -> bool:
+        """Whether any rank received a signal; the same answer on every rank (collective when distributed)."""
+        if not self.signals:
+            return False
+        if not self.info.enabled:
+            return self.received is not None
+        flag = torch.tensor([0.0 if self.received is None else 1.0], device=self.device)
+        return bool(dist.all_reduce_sum(flag).item() > 0)
+
+    def stop(self, step: int, checkpoint: str) -> Preempted:
+        """Give the signal to the handler installed before ours (submitit requeues), then the exception to raise."""
+        received, previous = self.received, self._previous.get(self.received or -1)
+        self.__exit__()
+        name = signal.Signals(received).name if received else "a signal on another rank"
+        if callable(previous):
+            previous(received, None)
+        return Preempted(
+            f"preempted by {name}: stopped after step {step} with checkpoint {checkpoint}; "
+            f"relaunch the same command to resume from it (exit status {PREEMPTED_EXIT})"
+        )
