@@ -14,12 +14,10 @@ resuming a run.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
 import random
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -30,36 +28,17 @@ import torch
 from frozen.config import TrainConfig
 from frozen.core import dist
 from frozen.data.samples import SkipCounter
-from frozen.errors import FrozenError
+from frozen.errors import FrozenError, write_error
 
 CKPT_DIR = "checkpoints"
 _PATTERN = re.compile(r"step_(\d{8})\.pt$")
 CHECKSUM_SUFFIX = ".sha256"
 DAMAGED_SUFFIX = ".damaged"
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+RELAUNCH = "then relaunch the same command: it resumes from the last checkpoint"
 
 
 class CheckpointError(FrozenError, OSError):
     """No intact checkpoint to resume from (each damaged one was reported and moved aside)."""
-
-
-class DiskWriteError(FrozenError, OSError):
-    """A checkpoint or export could not be written: disk full, read-only or no permission."""
-
-
-def write_error(path: str | Path, err: OSError) -> DiskWriteError:
-    """The one-line error for a failed write of ``path``: the reason and the free space where it goes."""
-    where = Path(path)
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    try:
-        free = f"{shutil.disk_usage(where).free / 2**30:.2f} GiB free on {where}"
-    except OSError:
-        free = f"free space on {where} unknown"
-    return DiskWriteError(
-        f"cannot write {path}: {err.strerror or err} ({free}); free disk space or make the directory writable "
-        "(or set run_dir elsewhere), then relaunch the same command: it resumes from the last checkpoint"
-    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -153,7 +132,7 @@ def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
     """Atomically write ``state`` and its checksum; then delete all but the newest ``keep_last`` (0 keeps all).
 
     Rotation runs only once the new checkpoint was read back and matched its checksum, so it never
-    removes the last intact checkpoint. A full or read-only disk raises :class:`DiskWriteError`.
+    removes the last intact checkpoint. A full or read-only disk raises :class:`frozen.errors.WriteError`.
     """
     path = Path(path)
     try:
@@ -162,9 +141,7 @@ def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
         digest = sha256_of(path)
         _atomic_write(Path(f"{path}{CHECKSUM_SUFFIX}"), lambda tmp: Path(tmp).write_text(f"{digest}  {path.name}\n"))
     except OSError as err:
-        if err.errno in DISK_ERRNOS:
-            raise write_error(path, err) from err
-        raise
+        raise write_error(path, err, RELAUNCH) or err
     if keep_last > 0:
         for old in list_checkpoints(path.parent.parent)[:-keep_last]:
             if old != path:

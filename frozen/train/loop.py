@@ -28,7 +28,7 @@ from frozen.core import dist
 from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.pipeline import build_train_loader
-from frozen.errors import FrozenError
+from frozen.errors import FrozenError, write_error
 from frozen.model.export import TrainingFacts
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
@@ -220,9 +220,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
             try:
                 model.save_pretrained(export, training=facts)
             except OSError as err:  # the final checkpoint is written: a relaunch only exports again
-                if err.errno in ckpt.DISK_ERRNOS:
-                    raise ckpt.write_error(export, err) from err
-                raise
+                raise write_error(export, err, ckpt.RELAUNCH) or err
             logger.print(f"exported to {export} | data: {skip_counter.summary()} | non-finite steps: {nonfinite_total}")
         dist.barrier()
         return {

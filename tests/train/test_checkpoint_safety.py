@@ -10,6 +10,7 @@ import pytest
 import torch
 from trainkit import losses, make_cfg, trained_weights
 
+from frozen.errors import WriteError
 from frozen.train import checkpoint as ckpt
 
 
@@ -101,12 +102,12 @@ def test_full_or_read_only_disk_is_one_line_and_the_previous_checkpoint_stays(tm
         raise OSError(code, __import__("os").strerror(code))
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(ckpt.DiskWriteError) as info:
+    with pytest.raises(WriteError) as info:
         ckpt.save(ckpt.checkpoint_path(tmp_path, 2), {"step": 2, "model": {}}, keep_last=1)
     message = str(info.value)
     assert "\n" not in message
     assert f"cannot write {tmp_path / 'checkpoints' / 'step_00000002.pt'}" in message
-    assert f"GiB free on {tmp_path / 'checkpoints'}" in message and "relaunch the same command" in message
+    assert f"free on {tmp_path / 'checkpoints'}" in message and "relaunch the same command" in message
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step_00000001.pt", "step_00000001.pt.sha256"], "no temporary file is left behind"
     assert previous.read_bytes() == before
@@ -123,8 +124,8 @@ def test_export_on_a_full_disk_is_one_line_and_a_relaunch_exports(tmp_path, capt
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(frozen_model, "write_export", full_disk)
-    with pytest.raises(ckpt.DiskWriteError, match=f"cannot write {tmp_path / 'run' / 'export'}: No space left on "
-                       r"device \([0-9.]+ GiB free on .*\); free disk space"):
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'run' / 'export'}: the disk is full "
+                       r"\([0-9.]+ [KMGT]?i?B free on .*\); then relaunch the same command"):
         train(cfg)
     assert ckpt.latest_checkpoint(cfg.run_dir).name == "step_00000002.pt"
     monkeypatch.setattr(frozen_model, "write_export", real)
