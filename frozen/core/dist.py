@@ -9,12 +9,17 @@ CPU-only machines use the gloo backend, which is how the tests cover DDP.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+# trainer.preempt_signals' choices but SIGINT (a terminal sends Ctrl-C to the whole process group already)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGXCPU)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,15 @@ def _worker(local_rank: int, fn: Callable[..., Any], args: tuple, num_local: int
         WORLD_SIZE=str(world),
         LOCAL_WORLD_SIZE=str(num_local),
     )
-    fn(*args)
+    try:
+        fn(*args)
+    except Exception as err:
+        code = getattr(err, "exit_code", None)  # a preempted run (75): checkpoint written, relaunch to resume
+        if code is None:
+            raise
+        if local_rank == 0:
+            print(f"stopped: {err}", file=sys.stderr, flush=True)
+        sys.exit(code)
 
 
 def spawn(fn: Callable[..., Any], args: tuple, num_local: int, num_nodes: int = 1) -> None:
@@ -126,4 +139,25 @@ def spawn(fn: Callable[..., Any], args: tuple, num_local: int, num_nodes: int = 
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
         node_rank = 0
-    mp.spawn(_worker, args=(fn, args, num_local, node_rank, num_local * num_nodes), nprocs=num_local, join=True)
+    context = mp.start_processes(
+        _worker, args=(fn, args, num_local, node_rank, num_local * num_nodes), nprocs=num_local, join=False
+    )
+
+    # A scheduler signals the launching process: pass preemption signals on to every worker, each of
+    # which finishes its step, checkpoints and exits with the preempted status, which this process keeps.
+    def forward(signum: int, _frame: Any) -> None:
+        for proc in context.processes:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as err:
+        if err.exit_code is None or err.exit_code <= 1:  # a crash (1) or a signal (< 0): the worker's own report
+            raise
+        raise SystemExit(err.exit_code) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -160,3 +160,24 @@ def test_sigterm_to_train_py_exits_75_and_the_relaunch_exports_the_same_bytes(tm
     assert again.wait(timeout=300) == 0, again.stderr.read()
     weights = "export/model.safetensors"
     assert (tmp_path / "cut" / weights).read_bytes() == (tmp_path / "full" / weights).read_bytes()
+
+
+def test_sigterm_to_train_py_that_spawned_its_workers_stops_both_and_exits_75(tmp_path, caption_data, tiny_gpt2):
+    """`python train.py num_gpus=2` spawns the ranks itself: the signal reaches that parent, which forwards it."""
+    run = tmp_path / "spawned"
+    cut = _train_py(["experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}", f"run_dir={run}",
+                     "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", "trainer.max_steps=200",
+                     "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.log_every=1", "num_gpus=2",
+                     "trainer.batch_size=8"], tmp_path)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and '"step": 2' in metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cut.send_signal(signal.SIGTERM)
+    _, err = cut.communicate(timeout=180)
+    assert cut.returncode == PREEMPTED_EXIT, err
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
+    assert len(stopped) == 1 and "preempted by SIGTERM: stopped after step" in stopped[0], err
+    step = int(stopped[0].split("stopped after step ")[1].split()[0])
+    assert 2 <= step < 200 and [p.name for p in ckpt.list_checkpoints(run)] == [f"step_{step:08d}.pt"]
+    assert "Traceback" not in err
