@@ -133,6 +133,20 @@ def _train_py(args, tmp_path):
     return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
+def _sigterm_after_step_2(proc, run: Path, timeout: float) -> tuple[int, str]:
+    """SIGTERM ``proc`` once its run logged step 2; its exit must be 75 with one ``stopped:`` line: (step, stderr)."""
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and '"step": 2' in metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == PREEMPTED_EXIT, err
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
+    assert len(stopped) == 1 and "preempted by SIGTERM: stopped after step" in stopped[0], err
+    return int(stopped[0].split("stopped after step ")[1].split()[0]), err
+
+
 
 def test_sigterm_to_train_py_exits_75_and_the_relaunch_exports_the_same_bytes(tmp_path, caption_data, tiny_gpt2):
     def args(run):
@@ -142,18 +156,9 @@ def test_sigterm_to_train_py_exits_75_and_the_relaunch_exports_the_same_bytes(tm
 
     full = _train_py(args("full"), tmp_path)
     assert full.wait(timeout=300) == 0, full.stderr.read()
-    cut = _train_py(args("cut"), tmp_path)
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while not (metrics.is_file() and '"step": 2' in metrics.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    cut.send_signal(signal.SIGTERM)
-    _, err = cut.communicate(timeout=120)
-    assert cut.returncode == PREEMPTED_EXIT, err
-    stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
-    assert len(stopped) == 1 and "preempted by SIGTERM: stopped after step" in stopped[0], err
-    step = int(stopped[0].split("stopped after step ")[1].split()[0])
+    step, _ = _sigterm_after_step_2(_train_py(args("cut"), tmp_path), tmp_path / "cut", timeout=120)
     assert 2 <= step < 40
+    metrics = tmp_path / "cut" / "metrics.jsonl"
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "cut")] == [f"step_{step:08d}.pt"]
     assert max(json.loads(line)["step"] for line in metrics.read_text().splitlines()) == step
     again = _train_py(args("cut"), tmp_path)
@@ -169,15 +174,6 @@ def test_sigterm_to_train_py_that_spawned_its_workers_stops_both_and_exits_75(tm
                      "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", "trainer.max_steps=200",
                      "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.log_every=1", "num_gpus=2",
                      "trainer.batch_size=8"], tmp_path)
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while not (metrics.is_file() and '"step": 2' in metrics.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    cut.send_signal(signal.SIGTERM)
-    _, err = cut.communicate(timeout=180)
-    assert cut.returncode == PREEMPTED_EXIT, err
-    stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
-    assert len(stopped) == 1 and "preempted by SIGTERM: stopped after step" in stopped[0], err
-    step = int(stopped[0].split("stopped after step ")[1].split()[0])
+    step, err = _sigterm_after_step_2(cut, run, timeout=180)
     assert 2 <= step < 200 and [p.name for p in ckpt.list_checkpoints(run)] == [f"step_{step:08d}.pt"]
     assert "Traceback" not in err
