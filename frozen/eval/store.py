@@ -5,7 +5,6 @@ provenance), ``predictions.jsonl`` and the official server's files for unanswere
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from frozen.core.files import sha256_of
 from frozen.core.results import RESULTS_NAME
 from frozen.errors import write_error
 from frozen.eval.metrics import mean_std
@@ -62,14 +62,8 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 
 
 def file_sha256(path: str | Path) -> str | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of ``path``, or None when there is no such file."""
+    return sha256_of(path) if Path(path).is_file() else None
 
 
 def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: list[dict[str, Any]], *,

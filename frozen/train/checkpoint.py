@@ -14,7 +14,6 @@ resuming a run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import random
 import re
@@ -27,6 +26,7 @@ import torch
 
 from frozen.config import TrainConfig
 from frozen.core import dist
+from frozen.core.files import sha256_of
 from frozen.data.samples import SkipCounter
 from frozen.errors import FrozenError, write_error
 
@@ -47,14 +47,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
