@@ -28,10 +28,21 @@ def _needed(caption_data, task: VqaTaskConfig, shots: int) -> dict[str, int]:
             for q in queries}
 
 
-def test_over_long_vqa_prompts_are_counted_and_the_rest_scored(caption_data, tmp_path):
-    """2-shot prompts around the LM's context length: those past it are skipped (today: ContextLengthError)."""
+def _evaluate_on_short_lm(tmp_path, positions: int, name: str, task, data_root) -> list[dict]:
+    """Evaluate ``task`` with a fresh export around a tiny GPT-2 of ``positions`` positions; its rows."""
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
+
+    torch.manual_seed(0)
+    lm = save_tiny_lm(tmp_path / "lm", "gpt2", positions=positions)
+    export = FrozenModel.from_pretrained(str(lm), vision="tiny_cnn", image_size=32).save_pretrained(tmp_path / "ex")
+    cfg = EvaluateConfig(eval=EvalSuiteConfig(name="long", tasks={name: task}), load_path=str(export),
+                         data_root=str(data_root), run_dir=str(tmp_path / "run"), batch_size=4, device="cpu")
+    return evaluate(cfg)
+
+
+def test_over_long_vqa_prompts_are_counted_and_the_rest_scored(caption_data, tmp_path):
+    """2-shot prompts around the LM's context length: those past it are skipped (today: ContextLengthError)."""
 
     task = VqaTaskConfig(shards="vqa/vqa-test-*.tar", demo_shards="vqa/vqa-train-*.tar", shots=[0, 2],
                          conditions=["image", "black_images"], num_trials=1, max_new_tokens=3)
@@ -40,12 +51,7 @@ def test_over_long_vqa_prompts_are_counted_and_the_rest_scored(caption_data, tmp
     too_long = {qid for qid, n in needed.items() if n > limit}
     assert 0 < len(too_long) < len(needed) and max(_needed(caption_data, task, shots=0).values()) <= limit
 
-    torch.manual_seed(0)
-    lm = save_tiny_lm(tmp_path / "lm", "gpt2", positions=limit)
-    export = FrozenModel.from_pretrained(str(lm), vision="tiny_cnn", image_size=32).save_pretrained(tmp_path / "ex")
-    cfg = EvaluateConfig(eval=EvalSuiteConfig(name="long", tasks={"vqa": task}), load_path=str(export),
-                         data_root=str(caption_data), run_dir=str(tmp_path / "run"), batch_size=4, device="cpu")
-    rows = evaluate(cfg)
+    rows = _evaluate_on_short_lm(tmp_path, limit, "vqa", task, caption_data)
 
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["rows"] == rows
@@ -110,10 +116,8 @@ def test_full_disk_leaves_earlier_results_intact(tmp_path, monkeypatch):
 def test_episode_settings_past_the_context_have_no_mean_and_the_rest_run(tmp_path):
     """Binding with shared supports: the settings whose prompts do not fit report mean null and their
     count; the others are scored as usual (today: ContextLengthError)."""
-    from frozen import FrozenModel
     from frozen.config import BindingTaskConfig
     from frozen.eval.fewshot import episode_queries, load_episodes
-    from frozen.eval.run import evaluate
 
     task = BindingTaskConfig(ways=[2], inner_shots=[1], task_induction=[False, True], conditions=["image", "no_image"],
                              num_episodes=3, queries_per_episode=2, num_trials=1, max_new_tokens=3)
@@ -126,12 +130,7 @@ def test_episode_settings_past_the_context_have_no_mean_and_the_rest_run(tmp_pat
     expected = {key: sum(n > limit for n in v) for key, v in needed.items()}
     assert expected[(True, "image")] == 6 and 0 in expected.values()
 
-    torch.manual_seed(0)
-    lm = save_tiny_lm(tmp_path / "lm", "gpt2", positions=limit)
-    export = FrozenModel.from_pretrained(str(lm), vision="tiny_cnn", image_size=32).save_pretrained(tmp_path / "ex")
-    cfg = EvaluateConfig(eval=EvalSuiteConfig(name="long", tasks={"bind": task}), load_path=str(export),
-                         data_root=str(tmp_path), run_dir=str(tmp_path / "run"), batch_size=4, device="cpu")
-    rows = evaluate(cfg)
+    rows = _evaluate_on_short_lm(tmp_path, limit, "bind", task, tmp_path)
     for r in rows:
         skipped = expected[(r["task_induction"], r["condition"])]
         assert r.get("skipped", {}) == ({"prompt_too_long": skipped} if skipped else {})
