@@ -71,6 +71,7 @@ class Collator:
             keys, kinds, prompts, targets: list[str] of length B; texts: prompt + target (no EOS)
             meta: list[dict] (the sample json; captions samples add ``captions``)
             num_truncated: int, examples cut to max_length in this batch
+            num_text_tokens: int, real text tokens (prompt + target + EOS, no padding) in this batch
         """
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
@@ -104,7 +105,20 @@ class Collator:
             "texts": [e.prompt + e.target for e in examples],
             "meta": [e.meta for e in examples],
             "num_truncated": sum(int(t) for _, _, t in rows),
+            "num_text_tokens": sum(len(ids) for ids, _, _ in rows),
         }
 
 
-__all__ = ["Collator", "IGNORE_INDEX"]
+def lm_positions(batch: dict[str, Any], num_prefix_tokens: int) -> tuple[int, int]:
+    """``(real, computed)``: LM positions of a collated batch that hold data, and all it computes.
+
+    A padded batch of ``B`` rows of width ``T`` runs ``B * (k + T)`` positions through the LM, of which
+    ``k`` prefix positions per image and ``num_text_tokens`` are real; the rest is padding. The
+    training log's padding fraction is ``1 - real / computed``.
+    """
+    rows, width = batch["input_ids"].shape
+    real = batch["num_text_tokens"] + num_prefix_tokens * len(batch["images"])
+    return real, rows * (num_prefix_tokens + width)
+
+
+__all__ = ["Collator", "IGNORE_INDEX", "lm_positions"]

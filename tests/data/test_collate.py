@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from frozen.core.tiny import tiny_tokenizer
-from frozen.data.collate import IGNORE_INDEX, Collator
+from frozen.data.collate import IGNORE_INDEX, Collator, lm_positions
 from frozen.data.samples import Example
 
 
@@ -44,6 +44,9 @@ def test_collator_labels_eos_and_right_padding(tok):
     assert batch["attention_mask"][1].tolist() == [1] * m + [0] * (width - m)
     assert batch["texts"] == [" a red circle", " Q: what color is the shape? A: red"]
     assert batch["num_truncated"] == 0
+    # Counts for the throughput log: n + m real text tokens; k = 2 prefix positions per image.
+    assert batch["num_text_tokens"] == n + m == int(batch["attention_mask"].sum())
+    assert lm_positions(batch, 2) == (n + m + 4, 2 * (2 + width))
 
 
 def test_collator_truncation_keeps_eos(tok):
