@@ -197,3 +197,37 @@ def test_lmms_eval_command_line_runs_the_offline_tasks(export_dir, caption_data,
     mean, _ = harness_vqa(export_dir, caption_data, tmp_path / "harness", 10)
     assert results["frozen_easyvqa"]["vqa_accuracy,none"] == pytest.approx(mean, abs=1e-12)
     assert 0.0 <= results["frozen_easyvqa_mc"]["acc,none"] <= 1.0
+
+
+def test_make_lmms_eval_plans_the_offline_run_in_its_own_environment(tmp_path):
+    plan = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "-W", "pyproject.toml", "lmms-eval",
+                           "LOAD_PATH=exp", "LIMIT=20",
+                           f"DATA_ROOT={tmp_path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert ".venv-lmms/bin/python -m pip install -q lmms-eval==0.7.3 filelock==3.32.7" in plan
+    assert 'if not d.startswith("wandb")' in plan and "pip install -q --no-deps -e ." in plan
+    assert f"scripts/lmms_easyvqa.py --data-root {tmp_path} --out data/lmms_easyvqa/test.jsonl" in plan
+    run = " ".join(plan.split("-m lmms_eval", 1)[1].split())
+    assert "HF_DATASETS_OFFLINE=1" in plan.split("-m lmms_eval", 1)[0]
+    for part in ("--model frozen", "--tasks frozen_easyvqa ", "--include_path lmms_tasks",
+                 "--output_path outputs/lmms_eval", "--log_samples", "--limit 20", "-name '*_results.json'"):
+        assert part in run, part
+    assert "--limit" not in subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "-o", ".venv-lmms/.installed",
+                                            "lmms-eval", "LOAD_PATH=exp", f"DATA_ROOT={tmp_path}"], cwd=REPO,
+                                           capture_output=True, text=True, check=True).stdout
+
+
+def test_the_entry_point_names_the_manifest():
+    import ast
+    import tomllib
+
+    eps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["lmms_eval.models"]
+    assert eps == {"frozen": "frozen.eval.lmms_model:manifest"}
+    tree = ast.parse((REPO / "frozen" / "eval" / "lmms_model.py").read_text())
+    assert {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} >= {"manifest", "FrozenLMMS"}
+
+
+def test_data_script_reports_missing_shards_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/lmms_easyvqa.py", "--data-root", str(tmp_path), "--out",
+                           str(tmp_path / "out.jsonl")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert "easyvqa/vqa-test-*.tar" in proc.stderr and "Traceback" not in proc.stderr
