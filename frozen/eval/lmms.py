@@ -143,12 +143,34 @@ def continuation_ids(model: Any, context: Prompt, continuation: str) -> tuple[Pr
 
 
 @torch.no_grad()
+def loglikelihoods(model: Any, requests: Sequence[tuple[Prompt, str]],
+                   batch_size: int = 1) -> list[tuple[float, bool]]:
+    """``(sum of log p(continuation tokens | context and images), whether greedy decoding gives them)``
+    per ``(context, continuation)``, ``batch_size`` at a time. Sequences are right-padded, so every
+    real token keeps the positions and the attention it has alone (padding only ever follows it)."""
+    out: list[tuple[float, bool]] = []
+    for start in range(0, len(requests), max(1, batch_size)):
+        chunk = [continuation_ids(model, ctx, cont) for ctx, cont in requests[start:start + max(1, batch_size)]]
+        prefixes = encode(model, [img for ctx, _, _ in chunk for img in ctx.images])
+        seqs, offset = [], 0
+        for ctx, layout, cont in chunk:
+            seqs.append(embed_layout(model, layout + cont, prefixes[offset:offset + ctx.num_images]))
+            offset += ctx.num_images
+        longest = max(len(s) for s in seqs)
+        embeds = seqs[0].new_zeros(len(seqs), longest, seqs[0].shape[-1])
+        mask = torch.zeros(len(seqs), longest, dtype=torch.long, device=embeds.device)
+        for i, seq in enumerate(seqs):
+            embeds[i, :len(seq)], mask[i, :len(seq)] = seq, 1
+        logits = model.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        for i, (_, _, cont) in enumerate(chunk):
+            end = len(seqs[i])
+            logprobs = torch.log_softmax(logits[i, end - len(cont) - 1:end - 1].float(), dim=-1)
+            target = torch.tensor(cont, device=logprobs.device)
+            total = logprobs.gather(1, target[:, None]).sum().item()
+            out.append((float(total), bool((logprobs.argmax(-1) == target).all())))
+    return out
+
+
 def loglikelihood(model: Any, context: Prompt, continuation: str) -> tuple[float, bool]:
-    """``(sum of log p(continuation tokens | context and images), whether greedy decoding gives them)``."""
-    context, layout, cont = continuation_ids(model, context, continuation)
-    embeds = embed_layout(model, layout + cont, encode(model, list(context.images)))
-    logits = model.lm(inputs_embeds=embeds[None], use_cache=False).logits[0, -len(cont) - 1:-1].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    target = torch.tensor(cont, device=logprobs.device)
-    total = logprobs.gather(1, target[:, None]).sum().item()
-    return float(total), bool((logprobs.argmax(-1) == target).all())
+    """:func:`loglikelihoods` of one request."""
+    return loglikelihoods(model, [(context, continuation)])[0]

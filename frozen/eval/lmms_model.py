@@ -22,7 +22,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 
 from frozen.core.precision import autocast_context
 from frozen.errors import InputError
-from frozen.eval.lmms import generation_options, interleave, loglikelihood
+from frozen.eval.lmms import generation_options, interleave, loglikelihoods
 from frozen.model.frozen_model import FrozenModel
 
 MODEL_ID = "frozen"
@@ -74,7 +74,7 @@ class FrozenLMMS(lmms):
         0.7.3's evaluator passes every response through ``unwrap_generation_output``, which turns a bare
         ``(float, bool)`` into its string (multiple-choice scoring then fails to unpack it) but hands
         a ``GenerationResult``'s ``text`` on unchanged."""
-        out = []
+        items = []
         for request in requests:
             if len(request.args) == 2:  # acc_mutual_info's unconditional requests: no context, no images
                 (context, continuation), visuals = request.args, []
@@ -83,9 +83,9 @@ class FrozenLMMS(lmms):
                 doc = self.task_dict[task][split][doc_id]
                 continuation = target if isinstance(target, str) else str(target(doc))
                 visuals = self._visuals(visual, doc_id, task, split)
-            with self.autocast:
-                out.append(GenerationResult(loglikelihood(self.model, interleave(context, visuals), continuation)))
-        return out
+            items.append((interleave(context, visuals), continuation))
+        with self.autocast:
+            return [GenerationResult(pair) for pair in loglikelihoods(self.model, items, self.batch_size)]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("the frozen model answers single-round tasks only")

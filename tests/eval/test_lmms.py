@@ -27,6 +27,7 @@ from frozen.eval.lmms import (
     generation_options,
     interleave,
     loglikelihood,
+    loglikelihoods,
     process_results,
     write_easyvqa_dataset,
 )
@@ -142,6 +143,21 @@ def test_loglikelihood_says_whether_greedy_decoding_gives_the_continuation(tiny_
     assert len(single) == 2
     for i in single:
         assert loglikelihood(model, prompt, tok.decode([i]))[1] is (i == ranked[0])
+
+
+def test_batched_loglikelihoods_equal_one_at_a_time(tiny_model):
+    """Right padding: a request scores the same in a batch of requests of other lengths and image counts."""
+    model = tiny_model.eval()
+    a, b = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
+    requests = [(interleave("Q: what color is the big shape on the left? A:", [a]), " red"),
+                (interleave("<image>x<image>Q: and? A:", [a, b]), " a blue circle"),
+                (interleave("no image here", []), " yes"),
+                (interleave("", [b]), " green")]
+    alone = [loglikelihood(model, ctx, cont) for ctx, cont in requests]
+    for batch_size in (2, 4):
+        batched = loglikelihoods(model, requests, batch_size)
+        assert [g for _, g in batched] == [g for _, g in alone]
+        assert [ll for ll, _ in batched] == pytest.approx([ll for ll, _ in alone], abs=1e-4)
 
 
 def test_empty_context_conditions_on_bos(tiny_model):
