@@ -70,10 +70,12 @@ class FrozenLMMS(lmms):
         return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
-        """``(log-likelihood, is_greedy)`` per request, each wrapped in a ``GenerationResult``: lmms-eval
-        0.7.3's evaluator passes every response through ``unwrap_generation_output``, which turns a bare
-        ``(float, bool)`` into its string (multiple-choice scoring then fails to unpack it) but hands
-        a ``GenerationResult``'s ``text`` on unchanged."""
+        """``(-log-likelihood, is_greedy)`` per request, as lmms-eval 0.7.3 scores them, in two ways unlike
+        lm-eval's API text: its multiple-choice scoring picks the choice with the *smallest* value
+        (``np.argmin``: its own models return a loss), so the value is the negative summed
+        log-probability of the continuation; and its evaluator turns every response that is not a
+        string into its string, except a ``GenerationResult``, whose ``text`` it hands on unchanged,
+        so each pair is wrapped in one."""
         items = []
         for request in requests:
             if len(request.args) == 2:  # acc_mutual_info's unconditional requests: no context, no images
@@ -85,7 +87,8 @@ class FrozenLMMS(lmms):
                 visuals = self._visuals(visual, doc_id, task, split)
             items.append((interleave(context, visuals), continuation))
         with self.autocast:
-            return [GenerationResult(pair) for pair in loglikelihoods(self.model, items, self.batch_size)]
+            pairs = loglikelihoods(self.model, items, self.batch_size)
+        return [GenerationResult((-ll, greedy)) for ll, greedy in pairs]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("the frozen model answers single-round tasks only")

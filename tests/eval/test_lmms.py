@@ -197,7 +197,9 @@ def test_the_lmms_requests_answer_as_the_harness_does(export_dir, caption_data, 
 @pytest.mark.skipif(not HAS_LMMS_EVAL, reason="lmms-eval is not installed here (make lmms-eval installs .venv-lmms)")
 def test_lmms_eval_command_line_runs_the_offline_tasks(export_dir, caption_data, docs, tmp_path):
     """`python -m lmms_eval --model frozen` (entry-point registration), offline: its score is the harness's."""
-    data_file, _ = docs
+    from frozen import FrozenModel
+
+    data_file, lines = docs
     work = data_file.parents[2]  # the task reads data/lmms_easyvqa/test.jsonl relative to the working directory
     cache = str(tmp_path / "hf_datasets")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
@@ -212,7 +214,17 @@ def test_lmms_eval_command_line_runs_the_offline_tasks(export_dir, caption_data,
     results = json.loads(results_file.read_text())["results"]
     mean, _ = harness_vqa(export_dir, caption_data, tmp_path / "harness", 10)
     assert results["frozen_easyvqa"]["vqa_accuracy,none"] == pytest.approx(mean, abs=1e-12)
-    assert 0.0 <= results["frozen_easyvqa_mc"]["acc,none"] <= 1.0
+    # multiple choice: the choice of largest log-likelihood (lmms-eval's argmin over the model's -log p)
+    model = FrozenModel.from_pretrained(str(export_dir)).eval()
+    (samples_file,) = list((tmp_path / "out").rglob("*_samples_frozen_easyvqa_mc.jsonl"))
+    samples = {s["doc_id"]: s for s in map(json.loads, samples_file.read_text().splitlines())}
+    correct = []
+    for doc_id, doc in enumerate(lines[:10]):
+        lls = loglikelihoods(model, [(interleave(doc_to_text(doc), doc_to_visual(doc)), " " + c) for c in CHOICES], 13)
+        assert [float(v) for v, _ in samples[doc_id]["filtered_resps"]] == pytest.approx([-ll for ll, _ in lls],
+                                                                                         abs=1e-4)
+        correct.append(float(max(range(len(CHOICES)), key=lambda i: lls[i][0]) == doc["answer_index"]))
+    assert results["frozen_easyvqa_mc"]["acc,none"] == pytest.approx(sum(correct) / len(correct), abs=1e-12)
 
 
 def test_make_lmms_eval_plans_the_offline_run_in_its_own_environment(tmp_path):
