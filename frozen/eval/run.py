@@ -21,6 +21,7 @@ from frozen.eval.caption import run_caption
 from frozen.eval.context import EvalContext
 from frozen.eval.episodes import task_induction_text
 from frozen.eval.fewshot import run_episodes
+from frozen.eval.plots import write_fewshot
 from frozen.eval.store import write_results
 from frozen.eval.vqa import run_vqa
 from frozen.model.export import CONFIG_NAME, resolve_export
@@ -109,11 +110,14 @@ def evaluate(cfg: EvaluateConfig, checked: bool = False) -> list[dict[str, Any]]
             console.print(rows_table(store.rows, title=f"{cfg.eval.name}: {export}"))
             for note in store.notes:
                 console.print(f"note: {escape(note)}")
-            logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
+            figure = write_fewshot(store.rows, run_dir, title=f"{cfg.eval.name}: {'/'.join(Path(export).parts[-2:])}")
+            logger.print(f"wrote {out}, {run_dir / 'predictions.jsonl'}" + (f" and {figure}" if figure else ""))
             if store.rows:
                 columns = list(dict.fromkeys(k for r in store.rows for k in r))  # kinds have different settings
                 logger.table("eval/results", 0, columns,  # skipped as text: W&B wants one type a column
                              [[skipped_cell(r) if c == "skipped" else r.get(c) for c in columns] for r in store.rows])
+            if figure:
+                logger.image("eval/fewshot", 0, figure)
         return store.rows
     finally:
         logger.finish()
