@@ -1,5 +1,5 @@
 """What ``make demo`` (scripts/demo.py) reports: its two models, where each training seed's runs live,
-the merged rows of both models' evaluations and the summary table (console and Markdown).
+the merged rows of both models' evaluations, the summary table (console and Markdown) and the figure (fewshot.png).
 
 Text-only rows are computed once per seed: without an image, both models are the same frozen LM on the same
 text, so their text-only numbers are identical by construction (and identical across training seeds).

@@ -15,7 +15,7 @@ seed s in outputs/demo/seed<s>/<model>) and reports each cell as mean ± std ove
 evaluation-trial spread beside it, and a 95% interval for accuracy cells (frozen.eval.stats). The
 evaluation seed is the same for every training seed, so the seed spread is the training's alone.
 
-What the demo reports (the merged rows and the table) is :mod:`frozen.demo`.
+What the demo reports (the merged rows, the table and fewshot.png) is :mod:`frozen.demo`.
 """
 
 from __future__ import annotations
