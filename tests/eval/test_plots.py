@@ -3,6 +3,12 @@ tasks, both demo models on one axes, and the same bytes for the same rows."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,6 +16,8 @@ from PIL import Image
 from frozen import demo
 from frozen.eval.plots import FEWSHOT_NAME, Point, draw, panels, write_fewshot
 from frozen.eval.stats import aggregate_seeds, wilson_interval
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _vqa(metric, shots, condition, mean, n=40, std=0.0, trials=1):
@@ -128,3 +136,15 @@ def test_demo_figure_puts_both_models_on_each_tasks_axes(tmp_path, num_seeds):
     assert Image.open(path).size == (1500, 410)
     pixels = np.asarray(Image.open(path).convert("RGB"))
     assert (pixels == (0xD6, 0x27, 0x28)).all(-1).any()  # frozen_vqa's colour is drawn
+
+
+def test_demo_report_redraws_the_figure_from_results_json(tmp_path):
+    """`scripts/demo.py --report` (what make demo ends with, without training) writes fewshot.png."""
+    rows = aggregate_seeds([_seed_rows(s) for s in range(3)])
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows, "seeds": [0, 1, 2]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--report", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    expected = demo.demo_figure(rows, tmp_path / "expected.png", num_seeds=3)
+    assert (tmp_path / "fewshot.png").read_bytes() == expected.read_bytes()
