@@ -98,7 +98,9 @@ def whisker_text(rows: Sequence[Row]) -> str:
     if any(interval(r) for r in rows):
         return "95% interval"
     seeds = max((r.get("num_seeds") or 1) for r in rows)
-    return f"± std over {seeds} training seeds" if seeds > 1 else "± std over evaluation trials"
+    if seeds > 1:
+        return f"± std over {seeds} training seeds"
+    return "± std over evaluation trials" if max(r.get("num_trials") or 1 for r in rows) > 1 else "none (one trial)"
 
 
 def panels(rows: Sequence[Row], series: Callable[[Row], str] = condition_series,
@@ -202,6 +204,7 @@ def _lines(ax, panel: Panel, colors: dict[str, str]) -> None:
     for level in sorted(levels):
         ax.axhline(level, color="black", linestyle="--", linewidth=1, label=f"chance {level:.2f}")
     ax.set_xticks(panel.xs)
+    ax.set_xlim(min(panel.xs) - 0.1 * span - 0.3, max(panel.xs) + 0.1 * span + 0.3)
     ax.set_xlabel("shots (demonstrations in the prompt)")
 
 

@@ -129,6 +129,8 @@ def test_demo_figure_puts_both_models_on_each_tasks_axes(tmp_path, num_seeds):
     else:
         assert caps.whisker == "± std over evaluation trials"
         assert (cider.y, cider.low, cider.high) == (2.0, 1.9, 2.1)
+        one_trial = [dict(r, num_trials=1, trial_std=0.0) for r in rows if r["metric"] == "CIDEr"]
+        assert panels(one_trial)[0].whisker == "none (one trial)"
     assert bind.bars and [p.y for p in bind.series["frozen"]] == [pytest.approx(0.4)]
     assert [p.y for p in bind.series["frozen_vqa"]] == [0.5]
     assert bind.chance == {"2-way 1 inner shot +induction": 0.5}
