@@ -38,6 +38,7 @@ HEADLINE_METRICS = ("vqa_accuracy", "accuracy", "CIDEr", "exact_match")
 COLORS = ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 PANEL_SIZE = (5.0, 3.6)  # inches per panel
 DPI = 100
+INTERVAL = "95% interval"
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the bytes depend on the data only
 
 
@@ -95,8 +96,9 @@ def headline_metric(rows: Sequence[Row]) -> str:
 
 
 def whisker_text(rows: Sequence[Row]) -> str:
+    """What a panel's whiskers are: :data:`INTERVAL` when its metric has one, else the spread's kind."""
     if any(interval(r) for r in rows):
-        return "95% interval"
+        return INTERVAL
     seeds = max((r.get("num_seeds") or 1) for r in rows)
     if seeds > 1:
         return f"± std over {seeds} training seeds"
@@ -127,7 +129,7 @@ def panels(rows: Sequence[Row], series: Callable[[Row], str] = condition_series,
             if any(p.x == x for p in points):
                 continue
             mean = float(row["mean"])
-            bounds = interval(row) if panel.whisker == "95% interval" else None
+            bounds = interval(row) if panel.whisker == INTERVAL else None
             if bounds is None:
                 std = spread(row) or 0.0
                 bounds = (mean - std, mean + std)
