@@ -101,7 +101,9 @@ def print_table(report: dict[str, Any]) -> None:
             w, px = e["workers_per_gpu"], e["pixels"]
             notes.append(f"{w['images_per_s_per_gpu']:.0f} img/s per GPU ({w['step_s']:.3f} s/step, docs/scaling.md) "
                          f"needs {w['draft']} workers/GPU ({w['full']} with full decode); pixels vs full decode: "
-                         f"mean abs {px['mean_abs']:.2f}/255, PSNR {px['psnr_db']:.1f} dB")
+                         f"mean abs {px['mean_abs']:.2f}/255, PSNR {px['psnr_db']:.1f} dB; decode + resize alone "
+                         f"{e['decode_only']['speedup']:.2f}x; CPU time (wall clock "
+                         f"{e['wall_clock']['draft']['median'] / e['wall_clock']['full']['median']:.2f}x)")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
         for t in e["targets"]:
