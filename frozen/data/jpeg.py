@@ -5,8 +5,8 @@ side and resizes that square to ``S x S``; a 640 x 480 photo becomes 224 x 224, 
 decode's pixels are thrown away by the resize. libjpeg can instead decode at 1/2, 1/4 or 1/8 of the stored
 size by scaling its inverse DCT, which is cheaper to decode and leaves a much smaller image to resize.
 :func:`draft_to` picks the largest such reduction after which the longer side is still at least ``S`` (so
-the resize still only shrinks). Other formats, and JPEGs whose longer side is under ``2 S``, are decoded as
-before, bit for bit. ``data.jpeg_draft=false`` turns it off (docs/data.md gives the pixel differences).
+the resize still only shrinks). Other formats, and JPEGs whose longer side is under ``2 S - 1``, are decoded
+as before, bit for bit. ``data.jpeg_draft=false`` turns it off (docs/data.md gives the pixel differences).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def draft_scale(size: tuple[int, int], target: int) -> int:
 
 
 def draft_to(image: Image.Image, target: int | None) -> int:
-    """Configure an opened, not yet loaded JPEG to decode at :func:`draft_scale`; return the scale (1: untouched).
+    """Configure an opened, not yet loaded JPEG to decode at :func:`draft_scale`; return that scale (1: untouched).
 
     PIL's ``draft`` takes the largest reduction ``s`` with ``s <= min(w // rw, h // rh)`` for a requested
-    ``(rw, rh)``; asking for ``(w // s, h // s)`` makes that exactly our ``s``. Anything but a JPEG, or no
-    ``target``, is left alone.
+    ``(rw, rh)``; asking for ``(w // s, h // s)`` makes that exactly our ``s`` (a side shorter than ``s``
+    pixels makes PIL pick a smaller one, which only decodes more). Anything but a JPEG, or no ``target``, is
+    left alone.
     """
     if not target or image.format not in JPEG_FORMATS:
         return 1

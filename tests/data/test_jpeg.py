@@ -52,6 +52,7 @@ def test_draft_scale_is_the_largest_reduction_keeping_the_longer_side(size, targ
     ((2000, 1500), 224, (250, 188)),
     ((447, 300), 224, (224, 150)),
     ((400, 300), 224, (400, 300)),
+    ((4000, 3), 224, (2000, 2)),  # a side under 8 px: PIL takes the smaller reduction 2, still >= 224
 ])
 def test_decode_image_decodes_large_jpegs_at_the_reduced_scale(size, target, decoded):
     data = encoded(size)
