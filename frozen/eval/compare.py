@@ -126,7 +126,7 @@ def load_run(folder: Path, label: str) -> Run:
         data = read_json(results)
         config = data.get("config") or {}
         run.rows += data["rows"]
-        run.protocol |= data.get("protocol") or protocols(config)  # older files: rebuilt, revision not recorded
+        run.protocol |= data.get("protocol") or protocols(config, recorded=False)  # older files
         run.config = model_config(config.get("load_path"), data.get("checkpoint")) | run.config
         run.config |= {f"eval:{key}": config[key] for key in EVAL_KEYS if key in config}
         if data.get("lm_num_parameters") is not None:

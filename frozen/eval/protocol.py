@@ -43,10 +43,11 @@ def task_protocol(task: dict[str, Any], config: dict[str, Any], revisions: dict[
     return out
 
 
-def protocols(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def protocols(config: dict[str, Any], recorded: bool = True) -> dict[str, dict[str, Any]]:
     """``{task: protocol}`` of an evaluation run, as evaluate() records it (``config``: the run's config as a
-    dict, with ``eval.tasks`` as dicts)."""
+    dict, with ``eval.tasks`` as dicts). ``recorded=False``: rebuilt for an old results.json, whose metric
+    revisions are unknown (:data:`NOT_RECORDED`): today's code may score differently."""
     tasks = config.get("eval", {}).get("tasks", {})
     run = config.get("tasks")
-    return {name: task_protocol(task, config, metric_revisions(task.get("kind", "")))
+    return {name: task_protocol(task, config, metric_revisions(task.get("kind", "")) if recorded else None)
             for name, task in tasks.items() if not run or name in run}
