@@ -125,6 +125,11 @@ def load_run(folder: Path, label: str) -> Run:
     if results.is_file():
         data = read_json(results)
         config = data.get("config") or {}
+        models = sorted({str(row["model"]) for row in data["rows"] if "model" in row})
+        if len(models) > 1:
+            example = folder / "eval" / models[0]
+            raise InputError(f"{results} holds the rows of {len(models)} models ({', '.join(models)}: make demo's "
+                             f"summary); pass each model's evaluation folder instead, e.g. {example}")
         run.rows += data["rows"]
         run.protocol |= data.get("protocol") or protocols(config, recorded=False)  # older files
         run.config = model_config(config.get("load_path"), data.get("checkpoint")) | run.config

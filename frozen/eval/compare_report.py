@@ -20,8 +20,8 @@ from frozen.eval.store import write_all
 
 FLAG = "⚠"
 # Numeric config values that make a curve's x, in order of preference (lm_num_parameters when the LM varies).
-X_KEYS = ("lm_num_parameters", "model.num_prefix_tokens", "trainer.lr", "trainer.max_steps", "trainer.batch_size",
-          "model.image_size")
+# Not trainer.max_steps: a fine-tuned model's steps continue another run's (make demo's frozen_vqa); --x draws any.
+X_KEYS = ("lm_num_parameters", "model.num_prefix_tokens", "trainer.lr", "model.image_size")
 LOG_X = ("lm_num_parameters", "trainer.lr")
 MAX_PANELS = 12
 

@@ -191,6 +191,14 @@ def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
         compare([bare], tmp_path / "out")
     with pytest.raises(InputError, match="^no runs to compare: make compare RUNS="):
         compare([], tmp_path / "out")
+    summary = tmp_path / "demo"
+    summary.mkdir()
+    (summary / "results.json").write_text(json.dumps({"rows": [
+        {"task": "t", "metric": "m", "condition": "image", "mean": 0.5, "model": name} for name in ("frozen", "vqa")]}))
+    with pytest.raises(InputError, match=f"^{summary}/results.json holds the rows of 2 models \\(frozen, vqa: make "
+                                         f"demo's summary\\); pass each model's evaluation folder instead, e.g. "
+                                         f"{summary}/eval/frozen$"):
+        compare([summary], tmp_path / "out")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(empty), "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {empty} is not a run:")
