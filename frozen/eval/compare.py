@@ -27,6 +27,7 @@ from frozen.model.export import CONFIG_NAME
 
 VALIDATION_NAME = "validation.json"  # written by frozen.train.validate (eval may not import train)
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+HYDRA_RUNTIME = Path(".hydra") / "hydra.yaml"  # its runtime.choices: the preset chosen in each config group
 LAST_VALIDATION = "last validation"  # the setting label of a training run's validation row
 # Config keys that never explain a difference between results: paths, logging, workers, hardware.
 NOISE = ("run_dir", "load_path", "data_root", "data.data_root", "num_gpus", "num_nodes", "per_gpu_batchsize",
@@ -34,7 +35,7 @@ NOISE = ("run_dir", "load_path", "data_root", "data.data_root", "num_gpus", "num
          "trainer.keep_last", "trainer.threads", "trainer.num_sample_captions", "data.num_workers",
          "data.prefetch_factor", "eval:", "tasks", "max_examples")
 EVAL_KEYS = ("seed", "precision", "blind_model_sees_black_images")  # an evaluation's own config columns
-FIRST = ("lm.name", "lm_num_parameters", "model.num_prefix_tokens", "seed", "trainer.lr")  # column order
+FIRST = ("lm", "lm.name", "lm_num_parameters", "model.num_prefix_tokens", "seed", "trainer.lr")  # column order
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # t quantiles, 1..10 dof
 CellKey = tuple[str, str, str, str]  # (task, condition, setting, metric)
 
@@ -85,7 +86,14 @@ def training_config(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     saved = yaml.safe_load(path.read_text()) or {}
-    return flatten(saved) if isinstance(saved, dict) and "trainer" in saved else None
+    if not (isinstance(saved, dict) and "trainer" in saved):
+        return None
+    choices: dict[str, Any] = {}  # the preset of each config group (lm: smollm2_135m_offline, experiment: ...)
+    if (folder / HYDRA_RUNTIME).is_file():
+        hydra = yaml.safe_load((folder / HYDRA_RUNTIME).read_text()) or {}
+        found = hydra.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
+        choices = {k: v for k, v in found.items() if not k.startswith("hydra/") and k != "logger"}
+    return choices | flatten(saved)
 
 
 def model_config(load_path: str | None, checkpoint: str | None) -> dict[str, Any]:
@@ -136,7 +144,8 @@ def load_run(folder: Path, label: str) -> Run:
         run.config |= {f"eval:{key}": config[key] for key in EVAL_KEYS if key in config}
         if data.get("lm_num_parameters") is not None:
             run.config["lm_num_parameters"] = data["lm_num_parameters"]
-    run.config = {k: v for k, v in run.config.items() if v is not None or k != "lm_num_parameters"}
+    if run.config.get("lm_num_parameters") is None:
+        run.config.pop("lm_num_parameters", None)
     return run
 
 

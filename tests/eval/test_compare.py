@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -11,18 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from frozen.config import (
-    DataConfig,
     EvalSuiteConfig,
     EvaluateConfig,
-    LMConfig,
-    LoggerConfig,
-    ModelConfig,
-    TrainConfig,
-    TrainerConfig,
     VqaTaskConfig,
 )
 from frozen.errors import InputError
@@ -35,27 +29,17 @@ VQA = "vqa · vqa_accuracy · 0-shot"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, caption_data, tiny_gpt2) -> Path:
-    """A Hydra multirun folder as `train.py -m trainer.lr=1e-3,1e-2 model.num_prefix_tokens=1,2` leaves it:
-    multirun.yaml and numbered job folders, each a real training run with its .hydra/config.yaml."""
-    from frozen.train.loop import train
-
-    root = tmp_path_factory.mktemp("multirun") / "2026-12-03" / "10-00-00"
-    root.mkdir(parents=True)
-    (root / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
-    for job, (lr, k) in enumerate([(1e-3, 1), (1e-3, 2), (1e-2, 1), (1e-2, 2)]):
-        run_dir = root / f"{job}_model.num_prefix_tokens={k},trainer.lr={lr}"
-        cfg = TrainConfig(
-            model=ModelConfig(vision="tiny_cnn", image_size=32, num_prefix_tokens=k),
-            lm=LMConfig(name=str(tiny_gpt2)),
-            data=DataConfig(train_shards="caps/train-*.tar", val_shards="caps/val-*.tar", num_workers=0,
-                            shuffle_buffer=0, max_length=16),
-            trainer=TrainerConfig(max_steps=2, batch_size=4, lr=lr, device="cpu", precision="fp32", val_every=2,
-                                  val_batches=3, ckpt_every=0, num_sample_captions=1),
-            logger=LoggerConfig(backend="none"), data_root=str(caption_data), run_dir=str(run_dir),
-            per_gpu_batchsize=4)
-        (run_dir / ".hydra").mkdir(parents=True)
-        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        train(cfg)
+    """A real Hydra multirun of 4 short training runs (lr x k), as `make sweep` runs it."""
+    root = tmp_path_factory.mktemp("multirun") / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}",
+         "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", "trainer.max_steps=2",
+         "trainer.batch_size=4", "per_gpu_batchsize=4", "trainer.val_every=2", "trainer.val_batches=3",
+         "trainer.ckpt_every=0", "trainer.num_sample_captions=1", "trainer.lr=1e-3,1e-2",
+         "model.num_prefix_tokens=1,2", f"hydra.sweep.dir={root}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
 
@@ -100,6 +84,8 @@ def t_interval(mean, values):
 def test_a_sweep_compares_its_validation_loss_against_k_one_line_per_lr(sweep, tmp_path):
     done = compare([sweep], tmp_path / "out")
     assert [r.label for r in done["runs"]] == ["#0", "#1", "#2", "#3"]
+    assert {(r.config["experiment"], r.config["lm"], r.config["model"]) for r in done["runs"]} == {
+        ("debug", "tiny", "tiny_cnn")}  # the presets chosen, from Hydra's hydra.yaml
     assert done["keys"] == ["model.num_prefix_tokens", "trainer.lr"]
     assert done["x"] == "model.num_prefix_tokens" and done["flags"] == []
     rows = {job: json.loads(next(sweep.glob(f"{job}_*/validation.json")).read_text())["rows"][0] for job in range(4)}
