@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from frozen.core.results import markdown_table
 from frozen.eval.compare import Run, interval, load_runs, varying
@@ -81,9 +81,16 @@ def results_lines(runs: Sequence[Run]) -> list[list[str]]:
     keys = list(dict.fromkeys(k for c in cells for k in c))
     lines = []
     for key in keys:
-        differs = len(set(groups.get(key[0], {}).values())) > 1
-        lines.append([key[0] + (f" {FLAG}" if differs else ""), *key[1:], *(cell_text(c.get(key)) for c in cells)])
+        by_run = groups.get(key[0], {})
+        differs = len(set(by_run.values())) > 1
+        texts = [cell_text(c.get(key)) + (f" ({_letter(by_run[r.label])})" if differs and key in c else "")
+                 for r, c in zip(runs, cells)]
+        lines.append([key[0] + (f" {FLAG}" if differs else ""), *key[1:], *texts])
     return lines
+
+
+def _letter(group: int) -> str:
+    return chr(ord("A") + group)
 
 
 @dataclass
@@ -122,7 +129,7 @@ def curves(runs: Sequence[Run], x: str | None, keys: Sequence[str]) -> list[Curv
                 continue
             group = groups.get(task, {}).get(run.label, 0)
             series = [condition] + ([f"{k}={_text(run.config.get(k))}" for k in others] if x else [])
-            series += [f"protocol {chr(ord('A') + group)}"] if len(set(groups.get(task, {}).values())) > 1 else []
+            series += [f"protocol {_letter(group)}"] if len(set(groups.get(task, {}).values())) > 1 else []
             panel = f"{task} · {metric} · {setting}"
             curve = out.setdefault((panel, *series), Curve(panel, ", ".join(series)))
             ci = interval(row)
@@ -138,24 +145,42 @@ def curves(runs: Sequence[Run], x: str | None, keys: Sequence[str]) -> list[Curv
     return list(out.values())
 
 
+def _short(value: float) -> str:
+    """``46464`` -> ``46k``, ``1.35e8`` -> ``135M``; small numbers as ``%g``."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:g}"
+
+
 def figure(all_curves: Sequence[Curve], runs: Sequence[Run], x: str | None, path: Path) -> list[str]:
     """Draw the curves into ``path`` (a panel each of the first :data:`MAX_PANELS` cells); the panels drawn."""
-    panels = list(dict.fromkeys(c.panel for c in all_curves))[:MAX_PANELS]
+    panels = list(dict.fromkeys(c.panel for c in all_curves))
+    panels = ([p for p in panels if "[" not in p] + [p for p in panels if "[" in p])[:MAX_PANELS]  # breakdowns last
     cols = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
     fig = Figure(figsize=(5.2 * cols, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax, panel in zip(axes, panels):
-        for curve in (c for c in all_curves if c.panel == panel):
+        lines = [c for c in all_curves if c.panel == panel]
+        xs = [v for c in lines for v in c.x]
+        span = 2.0 if x is None else (max(xs) - min(xs)) or 1.0
+        for i, curve in enumerate(lines):  # lines nudged apart on x so that equal points keep visible intervals
+            shift = (i - (len(lines) - 1) / 2) * 0.015
+            x_drawn = [v * 10 ** shift if x in LOG_X else v + shift * span for v in curve.x]
             below = [y - lo if lo is not None else 0.0 for y, lo in zip(curve.y, curve.lo)]
             above = [hi - y if hi is not None else 0.0 for y, hi in zip(curve.y, curve.hi)]
-            ax.errorbar(curve.x, curve.y, yerr=[below, above], marker="o", capsize=3, label=curve.label)
+            ax.errorbar(x_drawn, curve.y, yerr=[below, above], marker="o", capsize=3, label=curve.label)
         ax.set_title(panel, fontsize=9)
-        if x in LOG_X:
+        if x in LOG_X:  # ticks at the runs' values: 46k, 135M, 1e-04 (log-scale minor labels overlap)
             ax.set_xscale("log")
+            ticks = sorted({v for c in all_curves for v in c.x})
+            ax.set_xticks(ticks, [_short(v) for v in ticks], fontsize=7)
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if x is not None and all(float(v).is_integer() for c in all_curves for v in c.x) and x not in LOG_X:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if x is None:
+            ax.set_xlim(-0.5, len(runs) - 0.5)
             ax.set_xticks(range(len(runs)), [r.label for r in runs], rotation=20, fontsize=7)
         ax.set_xlabel(x or "run")
         ax.legend(fontsize=6)
@@ -182,7 +207,8 @@ def markdown(runs: Sequence[Run], keys: Sequence[str], x: str | None, panels: Se
     out += ["", "## Results", markdown_table(
         ["task", "condition", "setting", "metric", *(r.label for r in runs)], results_lines(runs),
         "mean [95% interval]: Wilson on the questions for accuracy-like metrics, t over batches for the "
-        "validation loss; mean ± std over evaluation trials otherwise; – : the run has no such cell")]
+        "validation loss; mean ± std over evaluation trials otherwise; – : the run has no such cell; (A), (B): "
+        "the protocol a flagged task's cell was measured with").rstrip()]
     shown = f"the first {len(panels)} of {total} panels" if len(panels) < total else \
         f"{len(panels)} panel" + "s" * (len(panels) != 1)
     out += ["", "## Figure", f"compare.png: {shown}, the metric against {x or 'each run'} (95% intervals)."]

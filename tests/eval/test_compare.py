@@ -74,6 +74,11 @@ def by_label(curves, panel):
     return {c.label: c for c in curves if c.panel == panel}
 
 
+def cell(row):
+    lo, hi = wilson_interval(row["mean"], row["num_examples"])
+    return f"{row['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def t_interval(mean, values):
     m = sum(values) / len(values)
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
@@ -124,7 +129,11 @@ def test_different_protocols_are_flagged_and_never_share_a_line(evals, tmp_path)
                    for r in json.loads((evals[name] / "results.json").read_text())["rows"]} for name in "ab"}
     a2 = rows["a"][("vqa_accuracy", 2, "image")]
     lo, hi = wilson_interval(a2["mean"], a2["num_examples"])
-    assert f"| vqa ⚠ | image | 2-shot | vqa_accuracy | {a2['mean']:.3f} [{lo:.3f}, {hi:.3f}] | – |" in text
+    assert f"| vqa ⚠ | image | 2-shot | vqa_accuracy | {a2['mean']:.3f} [{lo:.3f}, {hi:.3f}] (A) | – |" in text
+    b0 = rows["b"][("vqa_accuracy", 0, "no_image")]
+    lo, hi = wilson_interval(b0["mean"], b0["num_examples"])
+    assert f"| no_image | 0-shot | vqa_accuracy | {cell(rows['a'][('vqa_accuracy', 0, 'no_image')])} (A) | " \
+           f"{b0['mean']:.3f} [{lo:.3f}, {hi:.3f}] (B) |" in text
     curves = by_label(done["curves"], VQA)
     assert set(curves) == {"image, protocol A", "image, protocol B", "no_image, protocol A", "no_image, protocol B"}
     for group, name, index in (("A", "a", 0.0), ("B", "b", 1.0)):
