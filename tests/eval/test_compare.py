@@ -43,16 +43,16 @@ def sweep(tmp_path_factory, caption_data, tiny_gpt2) -> Path:
     return root
 
 
-def suite(prompt="Q: {question} A:", shots=(0, 2), max_examples=8) -> EvalSuiteConfig:
+def suite(prompt="Q: {question} A:", shots=(0, 2), max_examples=8, conditions=("image", "no_image")) -> EvalSuiteConfig:
     return EvalSuiteConfig(name="tiny", tasks={"vqa": VqaTaskConfig(
         shards="vqa/vqa-test-*.tar", demo_shards="vqa/vqa-train-*.tar", shots=list(shots), prompt=prompt,
-        conditions=["image", "no_image"], num_trials=2, max_new_tokens=2, max_examples=max_examples)})
+        conditions=list(conditions), num_trials=2, max_new_tokens=2, max_examples=max_examples)})
 
 
 @pytest.fixture(scope="module")
 def evals(tmp_path_factory, caption_data, tiny_lm_dirs) -> dict[str, Path]:
-    """Evaluation run folders: ``a`` and ``c`` share a protocol (gpt2 / llama LMs), ``b`` has another
-    prompt, shots and number of questions (gpt2)."""
+    """Evaluation run folders: ``a`` and ``c`` share a protocol (gpt2 / llama LMs; ``c`` runs only the image
+    condition, as make demo's second model does), ``b`` has another prompt, shots and number of questions (gpt2)."""
     from frozen import FrozenModel
     from frozen.eval.run import evaluate
 
@@ -63,7 +63,7 @@ def evals(tmp_path_factory, caption_data, tiny_lm_dirs) -> dict[str, Path]:
         model = FrozenModel.from_pretrained(str(tiny_lm_dirs[kind]), vision="tiny_cnn", image_size=32)
         exports[kind] = model.save_pretrained(root / f"export_{kind}")
     runs = {"a": ("gpt2", suite()), "b": ("gpt2", suite("Question: {question} Answer:", (0,), 6)),
-            "c": ("llama", suite())}
+            "c": ("llama", suite(conditions=("image",)))}
     for name, (kind, tasks) in runs.items():
         evaluate(EvaluateConfig(eval=tasks, load_path=str(exports[kind]), data_root=str(caption_data),
                                 run_dir=str(root / name), batch_size=8, device="cpu"))
@@ -150,6 +150,7 @@ def test_an_lm_size_curve_when_the_lm_varies(evals, tiny_lm_dirs, tmp_path):
     sizes = {kind: sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_lm_dirs[kind]).parameters())
              for kind in ("gpt2", "llama")}
     assert sizes["gpt2"] != sizes["llama"]
+    assert by_label(done["curves"], VQA)["no_image"].runs == ["a"]  # c ran no no_image cell: not a protocol flag
     curve = by_label(done["curves"], VQA)["image"]
     order = sorted([("a", sizes["gpt2"]), ("c", sizes["llama"])], key=lambda pair: pair[1])
     assert curve.x == [float(size) for _, size in order] and curve.runs == [name for name, _ in order]
@@ -209,3 +210,17 @@ def test_the_cli_writes_both_files(sweep, tmp_path):
     assert (out / "compare.md").read_text() in proc.stdout and (out / "compare.png").is_file()
     assert "the metric against trainer.lr" in (out / "compare.md").read_text()
     shutil.rmtree(out)
+
+
+def test_evaluations_of_training_runs_take_their_config_from_the_run(sweep, caption_data, tmp_path):
+    """load_path = a training run folder (as make demo evaluates): the varying values come from its .hydra config."""
+    from frozen.eval.run import evaluate
+
+    for job in (0, 1):  # k = 1 and k = 2, the same lr
+        evaluate(EvaluateConfig(eval=suite(shots=(0,), max_examples=4), load_path=str(next(sweep.glob(f"{job}_*"))),
+                                data_root=str(caption_data), run_dir=str(tmp_path / f"eval{job}"), batch_size=8,
+                                device="cpu"))
+    done = compare([tmp_path / "eval0", tmp_path / "eval1"], tmp_path / "out")
+    assert done["keys"] == ["model.num_prefix_tokens"] and done["x"] == "model.num_prefix_tokens"
+    assert [r.config["trainer.lr"] for r in done["runs"]] == [0.001, 0.001] and done["flags"] == []
+    assert by_label(done["curves"], VQA)["image"].x == [1.0, 2.0]
