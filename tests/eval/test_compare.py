@@ -224,3 +224,14 @@ def test_evaluations_of_training_runs_take_their_config_from_the_run(sweep, capt
     assert done["keys"] == ["model.num_prefix_tokens"] and done["x"] == "model.num_prefix_tokens"
     assert [r.config["trainer.lr"] for r in done["runs"]] == [0.001, 0.001] and done["flags"] == []
     assert by_label(done["curves"], VQA)["image"].x == [1.0, 2.0]
+
+
+def test_a_wilson_bound_that_misses_a_zero_mean_by_rounding_still_draws(tmp_path):
+    from frozen.eval.compare import Run
+    from frozen.eval.compare_report import Curve, figure
+
+    lo, hi = wilson_interval(0.0, 25)  # a make demo cell (vqa_accuracy[other], 0 of 25): lo = 1.4e-17 > 0.0
+    assert lo > 0.0
+    curve = Curve("vqa · vqa_accuracy[other] · 0-shot", "image", x=[0.0], y=[0.0], lo=[lo], hi=[hi], runs=["a"])
+    assert figure([curve], [Run("a", tmp_path)], None, tmp_path / "compare.png") == [curve.panel]
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
