@@ -163,17 +163,30 @@ def load_runs(folders: Sequence[str | Path]) -> list[Run]:
     the folder name, a multirun job by its number (prefixed by its sweep's folder when two sweeps are given)."""
     if not folders:
         raise InputError('no runs to compare: make compare RUNS="outputs/run_a outputs/run_b" (or a multirun folder)')
-    found: list[tuple[Path, str, str]] = []  # (folder, short label, long label)
+    found: list[tuple[Path, Path, str]] = []  # (run folder, folder given, short label)
     for given in map(Path, folders):
         if (given / "multirun.yaml").is_file():
-            found += [(job, f"#{job.name.split('_')[0]}", f"{given.name}#{job.name.split('_')[0]}")
-                      for job in job_folders(given)]
+            found += [(job, given, f"#{job.name.split('_')[0]}") for job in job_folders(given)]
         else:
-            found.append((given, given.name or str(given), f"{given.parent.name}/{given.name}"))
-    shorts = [short for _, short, _ in found]
-    labels = [short if shorts.count(short) == 1 else long for _, short, long in found]
+            found.append((given, given, given.name or str(given)))
+    shorts = [short for _, _, short in found]
+    labels = [short if shorts.count(short) == 1 else _distinct(given, [g for _, g, s in found if s == short], short)
+              for _, given, short in found]
     labels = [label if labels.count(label) == 1 else f"{label}({i + 1})" for i, label in enumerate(labels)]
     return [load_run(folder, label) for (folder, _, _), label in zip(found, labels)]
+
+
+def _distinct(given: Path, alike: list[Path], short: str) -> str:
+    """``short`` prefixed by the first part of ``given``'s path that tells it from the others of ``alike``:
+    ``after/…/frozen`` for /work/after/outputs/demo/eval/frozen beside /work/base/outputs/demo/eval/frozen,
+    ``A#0`` for job 0 of multirun folder .../A beside .../B."""
+    parts = given.resolve().parts
+    others = [p.resolve().parts for p in alike if p.resolve() != given.resolve()]
+    for i, part in enumerate(parts):
+        if any(i >= len(o) or o[i] != part for o in others):
+            between = len(parts) - i - (1 if short.startswith("#") else 2)  # parts between it and the label
+            return part + ("/…" if between > 0 else "") + ("" if short.startswith("#") else "/") + short
+    return short
 
 
 def is_noise(key: str) -> bool:
@@ -182,11 +195,11 @@ def is_noise(key: str) -> bool:
 
 
 def varying(runs: Sequence[Run]) -> list[str]:
-    """Config keys whose value is not the same in every run (noise such as paths left out), in
+    """Config keys with two different values among the runs that record them (noise such as paths left out), in
     :data:`FIRST` order, then in order of appearance."""
     keys = list(dict.fromkeys(k for run in runs for k in run.config))
-    out = [k for k in keys if not is_noise(k)
-           and len({json.dumps(run.config.get(k), sort_keys=True, default=str) for run in runs}) > 1]
+    out = [k for k in keys if not is_noise(k)  # a run without the key (an older run's config) does not count
+           and len({json.dumps(run.config[k], sort_keys=True, default=str) for run in runs if k in run.config}) > 1]
     return sorted(out, key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), out.index(k)))
 
 

@@ -27,7 +27,9 @@ MAX_PANELS = 12
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    """A config value in a cell: strings as they are (quoted when their spaces matter), the rest as JSON."""
+    plain = isinstance(value, str) and value == value.strip() and value != ""
+    return value if plain else json.dumps(value, default=str)
 
 
 def protocol_groups(runs: Sequence[Run]) -> dict[str, dict[str, int]]:
@@ -204,7 +206,7 @@ def markdown(runs: Sequence[Run], keys: Sequence[str], x: str | None, panels: Se
                                           [[r.label, str(r.path), *(_text(r.config.get(k, "–")) for k in keys)]
                                            for r in runs])]
     if not keys:
-        out.append("No config value differs between the runs.")
+        out += ["", "No config value differs between the runs."]
     out += ["", "## Results", markdown_table(
         ["task", "condition", "setting", "metric", *(r.label for r in runs)], results_lines(runs),
         "mean [95% interval]: Wilson on the questions for accuracy-like metrics, t over batches for the "

@@ -235,3 +235,21 @@ def test_a_wilson_bound_that_misses_a_zero_mean_by_rounding_still_draws(tmp_path
     curve = Curve("vqa · vqa_accuracy[other] · 0-shot", "image", x=[0.0], y=[0.0], lo=[lo], hi=[hi], runs=["a"])
     assert figure([curve], [Run("a", tmp_path)], None, tmp_path / "compare.png") == [curve.panel]
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_with_the_same_folder_name_are_told_apart(tmp_path):
+    from frozen.eval.compare import load_runs
+
+    results = json.dumps({"rows": [{"task": "t", "metric": "accuracy", "condition": "image", "mean": 0.5,
+                                    "num_examples": 10}]})
+    folders = [tmp_path / "base" / "outputs" / "eval" / "frozen", tmp_path / "after" / "outputs" / "eval" / "frozen",
+               tmp_path / "after" / "frozen_vqa", tmp_path / "m" / "A", tmp_path / "m" / "B"]
+    for folder in folders[:3]:
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(results)
+    for sweep in folders[3:]:
+        (sweep / "0_lr=1").mkdir(parents=True)
+        (sweep / "multirun.yaml").write_text("{}\n")
+        (sweep / "0_lr=1" / "results.json").write_text(results)
+    labels = [run.label for run in load_runs(folders + [folders[2]])]
+    assert labels == ["base/…/frozen", "after/…/frozen", "frozen_vqa(3)", "A#0", "B#0", "frozen_vqa(6)"]
