@@ -173,7 +173,8 @@ def figure(all_curves: Sequence[Curve], runs: Sequence[Run], x: str | None, path
             # max(0, ...): a Wilson bound at p = 0 or 1 can miss the mean by a rounding error
             below = [max(0.0, y - lo) if lo is not None else 0.0 for y, lo in zip(curve.y, curve.lo)]
             above = [max(0.0, hi - y) if hi is not None else 0.0 for y, hi in zip(curve.y, curve.hi)]
-            ax.errorbar(x_drawn, curve.y, yerr=[below, above], marker="o", capsize=3, label=curve.label)
+            ax.errorbar(x_drawn, curve.y, yerr=[below, above], marker="o", capsize=3, label=curve.label,
+                        linestyle="-" if x else "none")  # runs side by side are points, not a curve
         ax.set_title(panel, fontsize=9)
         if x in LOG_X:  # ticks at the runs' values: 46k, 135M, 1e-04 (log-scale minor labels overlap)
             ax.set_xscale("log")
