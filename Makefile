@@ -13,7 +13,7 @@ TINY_LM ?= outputs/tiny_lm
 SHARDS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo app train train-ddp sweep shards tiny-lm eval-fewshot bench lint clean lmms-eval
+.PHONY: help install test test-all demo app train train-ddp sweep compare shards tiny-lm eval-fewshot bench lint clean lmms-eval
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ train-ddp: $(STAMP) ## train on N local workers (NUM_GPUS=2 ARGS="...")
 sweep: $(STAMP) $(TINY_LM)/config.json $(DATA_ROOT)/easyvqa/sizes.json ## Hydra multirun, offline: 4 debug runs (lr x k) on the tiny LM
 	FROZEN_TINY_LM=$(TINY_LM) $(PY) train.py -m experiment=debug data_root=$(DATA_ROOT) \
 		trainer.lr=1e-4,3e-4 model.num_prefix_tokens=1,2 $(ARGS)
+
+compare: $(STAMP) ## runs side by side -> outputs/compare/compare.md + .png (RUNS="dir ..." [OUT=dir] [X=config.key])
+	$(PY) scripts/compare.py $(RUNS) --out $${OUT:-outputs/compare} $${X:+--x $$X}
 
 eval-fewshot: $(STAMP) ## all few-shot tasks of a preset (LOAD_PATH=... PRESET=fewshot_offline)
 	$(PY) evaluate.py eval=$${PRESET:-fewshot_offline} load_path=$${LOAD_PATH:?set LOAD_PATH to a trained export} $(ARGS)

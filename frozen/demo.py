@@ -1,5 +1,5 @@
 """What ``make demo`` (scripts/demo.py) reports: its two models, where each training seed's runs live,
-the merged rows of both models' evaluations and the summary table (console and Markdown).
+the merged rows of both models' evaluations, the summary table (console and Markdown) and the figure (fewshot.png).
 
 Text-only rows are computed once per seed: without an image, both models are the same frozen LM on the same
 text, so their text-only numbers are identical by construction (and identical across training seeds).
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from frozen.core.results import RESULTS_NAME, console_table, group_by_setting, markdown_table, read_rows
-from frozen.eval.stats import is_proportion, two_proportion_p
+from frozen.eval.plots import draw, panels
+from frozen.eval.stats import chance, is_proportion, two_proportion_p
 
 MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
 INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
@@ -26,13 +27,6 @@ def is_text_only(condition: str) -> bool:
     return condition == TEXT_ONLY
 
 
-def chance(row: dict) -> float | None:
-    """Chance level where it is defined: 1/ways for naming episodes, 0.5 for yes/no questions."""
-    if "ways" in row:
-        return 1 / row["ways"]
-    return 0.5 if row["metric"] == "vqa_accuracy[yes/no]" else None
-
-
 def merged_rows(out: Path) -> list[dict]:
     """All rows with a "model" field; text-only rows (computed with the first model) copied to both."""
     rows = []
@@ -44,6 +38,21 @@ def merged_rows(out: Path) -> list[dict]:
         shared = [dict(r, note="identical for both models: no image reaches the trained encoder") for r in text_only]
         rows += [dict(r, model=model) for r in own + shared]
     return rows
+
+
+def figure_series(row: dict) -> str:
+    """A line or bar of the demo's figure: the model (its image condition), and the shared ``no_image``."""
+    if is_text_only(row["condition"]):
+        return TEXT_ONLY
+    return row["model"] if row["condition"] == "image" else f"{row['model']} ({row['condition']})"
+
+
+def demo_figure(rows: list[dict], path: Path, num_seeds: int) -> Path | None:
+    """``outputs/demo/fewshot.png``: per task, both models and no_image on the same axes, from the aggregated
+    rows (several seeds: mean over training seeds; whiskers: the 95% interval, or ± std over the seeds)."""
+    over = f"mean of {num_seeds} training seeds" if num_seeds > 1 else "training seed 0"
+    title = f"make demo: frozen vs frozen_vqa on easy-VQA ({over})"
+    return draw(panels(rows, figure_series, order=[*MODELS, TEXT_ONLY]), path, title=title)
 
 
 COLUMNS = ("task", "metric", "setting", *MODELS, TEXT_ONLY, "chance")

@@ -7,14 +7,15 @@
    delete it to train again),
 3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
    2-way fast binding, each beside its text-only (no_image) baseline,
-4. write outputs/demo/results.json, outputs/demo/samples.png and print one table + the timings.
+4. write outputs/demo/results.json, outputs/demo/fewshot.png (both models per task), outputs/demo/samples.png
+   and print one table + the timings.
 
 `--seeds N` (`make demo SEEDS=3`) repeats 2-3 with training seeds 0..N-1 (seed 0 in outputs/demo/<model>,
 seed s in outputs/demo/seed<s>/<model>) and reports each cell as mean ± std over the training seeds, the
 evaluation-trial spread beside it, and a 95% interval for accuracy cells (frozen.eval.stats). The
 evaluation seed is the same for every training seed, so the seed spread is the training's alone.
 
-What the demo reports (the merged rows and the table) is :mod:`frozen.demo`.
+What the demo reports (the merged rows, the table and fewshot.png) is :mod:`frozen.demo`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from frozen.demo import INIT_FROM, MODELS, merged_rows, seed_dir, summary_markdown, summary_table
+from frozen.demo import INIT_FROM, MODELS, demo_figure, merged_rows, seed_dir, summary_markdown, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1; cells report mean ± std over them")
     parser.add_argument("--max-examples", type=int, default=None, help="cap every evaluation task (quick look)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
-    parser.add_argument("--report", action="store_true", help="only re-print the table of an existing results.json")
+    parser.add_argument("--report", action="store_true",
+                        help="only re-print the table (and redraw fewshot.png) of an existing results.json")
     args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
@@ -187,8 +189,9 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(summary_markdown(rows, args.seeds))
+    figure = demo_figure(rows, out / "fewshot.png", args.seeds)
     console.print(summary_table(rows, args.seeds))
-    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {grid}")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {figure} and {grid}")
     console.print(f"machine: {results['machine']}")
     console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     console.print(f"[bold]make demo finished in {timings['total'] / 60:.1f} min[/bold]")
@@ -200,7 +203,7 @@ def main() -> None:
 
 
 def report(out: Path) -> None:
-    """Re-print the table of ``out/results.json`` and rewrite ``out/results.md`` (no training, no evaluation)."""
+    """Re-print the table of ``out/results.json``, rewrite ``out/results.md`` and ``out/fewshot.png`` (no training)."""
     from frozen.core.logging import console
 
     path = out / "results.json"
@@ -209,8 +212,9 @@ def report(out: Path) -> None:
     results = json.loads(path.read_text())
     num_seeds = len(results.get("seeds", [0]))
     (out / "results.md").write_text(summary_markdown(results["rows"], num_seeds))
+    figure = demo_figure(results["rows"], out / "fewshot.png", num_seeds)
     console.print(summary_table(results["rows"], num_seeds))
-    console.print(f"machine: {results.get('machine')}; wrote {out / 'results.md'}")
+    console.print(f"machine: {results.get('machine')}; wrote {out / 'results.md'} and {figure}")
 
 
 if __name__ == "__main__":

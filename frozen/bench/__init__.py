@@ -12,6 +12,8 @@ Entries (``--only`` picks some; see docs/bench.md for what each measures):
   (``generate_shared``) vs the full prompt per query (``model.generate``); outputs must be identical.
 * ``batched_generation``: 16 VQA prompts in one ``model.generate`` call vs one call per prompt.
 * ``data_loader``: samples/s of the training pipeline alone vs samples/s the train step consumes.
+* ``jpeg_decode``: images/s of one loader worker making 224-px batches from 640 x 480 JPEG shards, reduced-scale
+  decode (``data.jpeg_draft``) vs full decode; and the loader workers per GPU docs/scaling.md's step rate needs.
 
 Timings are medians of ``--repeats``; the two sides of an entry run interleaved, so load from other
 processes hits both alike. Writes ``outputs/bench/bench.json`` and prints a table.

@@ -22,6 +22,7 @@ from frozen.bench import lib as perf  # noqa: E402
 from frozen.bench.common import DEFAULT_LM, ENTRIES, resolve_lm  # noqa: E402
 from frozen.bench.data import bench_data_loader  # noqa: E402
 from frozen.bench.generation import bench_batched, bench_fewshot  # noqa: E402
+from frozen.bench.jpeg import bench_jpeg_decode  # noqa: E402
 from frozen.bench.train import bench_train_step, memory_probe  # noqa: E402
 
 
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", default="data")
     p.add_argument("--shards", default="easyvqa/captions-train-*.tar")
     p.add_argument("--loader-batches", type=int, default=20, help="batches timed per data_loader repeat")
+    p.add_argument("--jpeg-batches", type=int, default=10, help="batches of 16 timed per jpeg_decode repeat and side")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses (CPU)")
     p.add_argument(
         "--load",
@@ -95,6 +97,13 @@ def print_table(report: dict[str, Any]) -> None:
             )
         if "activation_checkpointing" in e:
             notes.append(f"ckpt time x{e['activation_checkpointing']['ratio_to_frozen']:.2f}")
+        if "workers_per_gpu" in e:
+            w, px = e["workers_per_gpu"], e["pixels"]
+            notes.append(f"{w['images_per_s_per_gpu']:.0f} img/s per GPU ({w['step_s']:.3f} s/step, docs/scaling.md) "
+                         f"needs {w['draft']} workers/GPU ({w['full']} with full decode); pixels vs full decode: "
+                         f"mean abs {px['mean_abs']:.2f}/255, PSNR {px['psnr_db']:.1f} dB; decode + resize alone "
+                         f"{e['decode_only']['speedup']:.2f}x; CPU time (wall clock "
+                         f"{e['wall_clock']['draft']['median'] / e['wall_clock']['full']['median']:.2f}x)")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
         for t in e["targets"]:
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entries["batched_generation"] = bench_batched(args, lm)
         if "data_loader" in args.only:
             entries["data_loader"] = bench_data_loader(args, lm, entries.get("train_step"))
+        if "jpeg_decode" in args.only:
+            entries["jpeg_decode"] = bench_jpeg_decode(args, lm)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

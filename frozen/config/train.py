@@ -56,6 +56,7 @@ class DataConfig(SampleTextConfig):
     num_workers: int = 2  # DataLoader workers per rank (0: everything in the main process)
     per_image_caption: str = "random"  # "random" or "first" caption when a sample holds several
     prefetch_factor: int = 2  # batches prefetched per worker
+    jpeg_draft: bool = True  # decode large JPEGs at a reduced DCT scale (>= image_size); PNG/small JPEG unchanged
 
     @staticmethod
     def check(c: Any) -> list[str]:

@@ -71,6 +71,7 @@ class RunLogger:
             if resolved != "disabled":
                 import wandb  # lazy: importing wandb costs ~1 s and is unneeded with logger=none
 
+                self._wandb = wandb  # for wandb.Table and wandb.Image later
                 self.wandb_run = wandb.init(
                     project=project,
                     entity=entity,
@@ -139,10 +140,13 @@ class RunLogger:
         if not self.active:
             return
         if self.wandb_run is not None:
-            import wandb
+            data = [[self._wandb.Image(c) if _is_image(c) else c for c in row] for row in rows]
+            self.wandb_run.log({key: self._wandb.Table(columns=columns, data=data)}, step=step)
 
-            data = [[wandb.Image(c) if _is_image(c) else c for c in row] for row in rows]
-            self.wandb_run.log({key: wandb.Table(columns=columns, data=data)}, step=step)
+    def image(self, key: str, step: int, path: str | Path) -> None:
+        """An image file (a figure) as a wandb.Image; nothing without W&B."""
+        if self.active and self.wandb_run is not None:
+            self.wandb_run.log({key: self._wandb.Image(str(path))}, step=step)
 
     def finish(self) -> None:
         if not self.active:

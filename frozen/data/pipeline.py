@@ -80,22 +80,23 @@ def build_eval_loader(cfg: DataConfig, tokenizer: Any, *, data_root: str, image_
         raise DataError(f"no evaluation shards: set data.val_shards; {MAKE_SHARDS_HINT}")
     urls = resolve_shards(spec, data_root)
     stream = EvalStream(urls, cfg, image_size=image_size, rank=rank, world_size=world_size,
-                        chunk_size=batch_size, collator=Collator(tokenizer, cfg.max_length))
+                        chunk_size=batch_size, collator=Collator(tokenizer, cfg.max_length), jpeg_draft=cfg.jpeg_draft)
     return ShardLoader(_dataloader(stream, cfg.num_workers, pin_memory, cfg.prefetch_factor))
 
 
 def iter_eval_samples(shards: str | Sequence[str], *, data_root: str, image_size: int, rank: int = 0,
                       world_size: int = 1, text: SampleTextConfig | None = None, num_workers: int = 0,
-                      counter: SkipCounter | None = None) -> Iterator[Example]:
+                      counter: SkipCounter | None = None, jpeg_draft: bool = True) -> Iterator[Example]:
     """This rank's share of one exact pass over ``shards`` (under ``data_root``), as decoded examples.
 
     ``example.image`` is float ``[3, S, S]``; ``example.meta`` holds ``captions`` or the VQA json
     (``question``, ``answers``, ...); prompt and target follow ``text`` (default: the schema's
-    templates). Bad-data counts go to ``counter`` if given.
+    templates). Bad-data counts go to ``counter`` if given. ``jpeg_draft``: large JPEGs decode at a reduced
+    scale (:mod:`frozen.data.jpeg`), as training does by default.
     """
     urls = resolve_shards(shards, data_root)
     stream = EvalStream(urls, text or SampleTextConfig(), image_size=image_size, rank=rank, world_size=world_size,
-                        chunk_size=64)
+                        chunk_size=64, jpeg_draft=jpeg_draft)
     source: Iterable[dict[str, Any]] = stream if num_workers == 0 else _dataloader(stream, num_workers, False)
     for item in source:
         if counter is not None:

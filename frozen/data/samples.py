@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from PIL import Image
 
+from frozen.data.jpeg import draft_to
+
 if TYPE_CHECKING:
     import torch
 
@@ -320,18 +322,20 @@ def parse_sample(
 # Pixels
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Fully decode encoded image bytes to an RGB PIL image (raises on corrupt data)."""
+def decode_image(data: bytes, target: int | None = None) -> Image.Image:
+    """Decode encoded image bytes to an RGB PIL image (raises on corrupt data); with ``target`` a large JPEG is
+    decoded at the reduced scale whose longer side is still >= ``target`` (:func:`frozen.data.jpeg.draft_to`)."""
     with Image.open(io.BytesIO(data)) as image:
+        draft_to(image, target)
         image.load()  # force the decode now, so corruption raises here and not in the transform
         return image.convert("RGB")
 
 
-def decode_example(example: Example, transform: Callable[[Image.Image], "torch.Tensor"],
-                   counts: Counter) -> Example | None:
-    """Decode ``example.image`` in place to a float tensor ``[3, S, S]``; None (counted) if corrupt."""
+def decode_example(example: Example, transform: Callable[[Image.Image], "torch.Tensor"], counts: Counter,
+                   target: int | None = None) -> Example | None:
+    """Decode ``example.image`` in place to a float ``[3, S, S]`` (:func:`decode_image`); None (counted) if corrupt."""
     try:
-        example.image = transform(decode_image(example.image))
+        example.image = transform(decode_image(example.image, target))
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         counts["corrupt_image"] += 1
         warn_once("corrupt_image", f"{example.key} in {example.url}: {exc}")
@@ -339,8 +343,6 @@ def decode_example(example: Example, transform: Callable[[Image.Image], "torch.T
     return example
 
 
-__all__ = [
-    "BAD_KINDS", "IMAGE_EXTS", "Example", "SkipCounter", "iter_shard", "is_remote", "sniff_image_format",
-    "check_image_bytes", "vqa_answer", "caption_list", "pick_index", "parse_sample", "decode_image",
-    "decode_example", "warn_once",
-]
+__all__ = ["BAD_KINDS", "IMAGE_EXTS", "Example", "SkipCounter", "iter_shard", "is_remote", "sniff_image_format",
+           "check_image_bytes", "vqa_answer", "caption_list", "pick_index", "parse_sample", "decode_image",
+           "decode_example", "warn_once"]

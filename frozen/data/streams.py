@@ -111,6 +111,7 @@ class TrainStream(IterableDataset):
         self.urls, self.cfg, self.collator = list(urls), cfg, collator
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.rank, self.world_size, self.skip_batches = rank, world_size, skip_batches
+        self.draft = image_size if cfg.jpeg_draft else None  # large JPEGs decode at a scale >= image_size
 
     def _examples(self, slot: int, slots: int, counts: Counter) -> Iterator[Example]:
         caption_seed = self.seed if self.cfg.per_image_caption == "random" else None
@@ -145,7 +146,7 @@ class TrainStream(IterableDataset):
                 continue  # resumed: these batches were consumed before; their images are never decoded
             if index == to_skip and to_skip:
                 counts.clear()  # bad data met while skipping was reported by the interrupted run
-            decoded = [e for e in (decode_example(x, transform, counts) for x in group) if e is not None]
+            decoded = [e for e in (decode_example(x, transform, counts, self.draft) for x in group) if e is not None]
             if not decoded:
                 continue  # a whole batch of undecodable images: counts carry over to the next batch
             batch = self.collator(decoded)
@@ -161,14 +162,16 @@ class EvalStream(IterableDataset):
     ``c`` goes to worker ``c % num_workers``; since the DataLoader collects worker items
     round-robin, the rank's output order is the shard order whatever ``num_workers`` is. Every chunk
     yields exactly one item -- a batch dict, or ``{"examples": [...], "keys": [...]}`` -- always
-    with ``skipped``; an item with empty ``keys`` (all bad) only carries counts.
+    with ``skipped``; an item with empty ``keys`` (all bad) only carries counts. ``jpeg_draft``: large
+    JPEGs decode at a reduced scale, as in training (:mod:`frozen.data.jpeg`).
     """
 
     def __init__(self, urls: Sequence[str], cfg: SampleTextConfig, *, image_size: int, rank: int, world_size: int,
-                 chunk_size: int, collator: Collator | None = None):
+                 chunk_size: int, collator: Collator | None = None, jpeg_draft: bool = True):
         super().__init__()
         check_rank(rank, world_size)
         self.urls, self.cfg, self.collator = list(urls), cfg, collator
+        self.draft = image_size if jpeg_draft else None
         self.image_size, self.rank, self.world_size, self.chunk_size = image_size, rank, world_size, chunk_size
 
     def _item(self, chunk: list[Example], counts: Counter) -> dict[str, Any]:
@@ -203,7 +206,7 @@ class EvalStream(IterableDataset):
                 example = parse_sample(key, files, self.cfg, url=url, require_answer=False)
                 if isinstance(example, str):
                     _count_bad(counts, example, key, url)
-                elif decode_example(example, transform, counts) is not None:
+                elif decode_example(example, transform, counts, self.draft) is not None:
                     chunk.append(example)
         if current is not None or counts:
             yield self._item(chunk, counts)

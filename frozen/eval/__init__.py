@@ -3,7 +3,9 @@
 ``fewshot`` (binding / DeepMind episodes; their format and sets in ``episodes`` and ``deepmind``).
 They share ``answer`` (queries, generation on this rank + gathering across ranks), ``context``
 (what a kind runs with), ``store`` (rows, predictions, results.json) and ``metrics`` / ``stats``.
-``run.evaluate`` runs a preset; results tables are formatted by ``frozen.core.results``.
+``run.evaluate`` runs a preset; results tables are formatted by ``frozen.core.results``. ``protocol``
+says what makes two evaluations comparable; ``compare`` / ``compare_report`` put runs side by side
+(``make compare``).
 The task schemas (one per kind) live in ``frozen.config``.
 
 Submodules are imported explicitly (``from frozen.eval.metrics import vqa_accuracy``) so that using

@@ -21,6 +21,8 @@ from frozen.eval.caption import run_caption
 from frozen.eval.context import EvalContext
 from frozen.eval.episodes import task_induction_text
 from frozen.eval.fewshot import run_episodes
+from frozen.eval.plots import write_fewshot
+from frozen.eval.protocol import protocols
 from frozen.eval.store import write_results
 from frozen.eval.vqa import run_vqa
 from frozen.model.export import CONFIG_NAME, resolve_export
@@ -104,16 +106,21 @@ def evaluate(cfg: EvaluateConfig, checked: bool = False) -> list[dict[str, Any]]
             extra = {"timings_s": timings, "trained_blind": blind, "notes": store.notes,
                      "templates": {name: templates(task) for name, task in tasks.items()},
                      "conditions_run": {name: task.conditions for name, task in tasks.items()}}
-            out = write_results(run_dir, store.rows, store.predictions, config=dataclasses.asdict(cfg),
+            config = dataclasses.asdict(cfg)  # protocol: what make compare checks before comparing two runs
+            extra |= {"protocol": protocols(config), "lm_num_parameters": sum(p.numel() for p in model.lm.parameters())}
+            out = write_results(run_dir, store.rows, store.predictions, config=config,
                                 checkpoint=export, extra=extra, submissions=store.submissions)
             console.print(rows_table(store.rows, title=f"{cfg.eval.name}: {export}"))
             for note in store.notes:
                 console.print(f"note: {escape(note)}")
-            logger.print(f"wrote {out} and {run_dir / 'predictions.jsonl'}")
+            figure = write_fewshot(store.rows, run_dir, title=f"{cfg.eval.name}: {'/'.join(Path(export).parts[-2:])}")
+            logger.print(f"wrote {out}, {run_dir / 'predictions.jsonl'}" + (f" and {figure}" if figure else ""))
             if store.rows:
                 columns = list(dict.fromkeys(k for r in store.rows for k in r))  # kinds have different settings
                 logger.table("eval/results", 0, columns,  # skipped as text: W&B wants one type a column
                              [[skipped_cell(r) if c == "skipped" else r.get(c) for c in columns] for r in store.rows])
+            if figure:
+                logger.image("eval/fewshot", 0, figure)
         return store.rows
     finally:
         logger.finish()

@@ -29,6 +29,14 @@ def is_proportion(metric: str) -> bool:
     return metric.startswith(("vqa_accuracy", "accuracy", "exact_match", "strict_match"))
 
 
+def chance(row: dict[str, Any]) -> float | None:
+    """A row's chance level where one is defined: 1/ways for naming episodes (binding, deepmind: the answer
+    is one of ``ways`` names), 0.5 for yes/no questions (``vqa_accuracy[yes/no]``); None otherwise."""
+    if "ways" in row:
+        return 1 / row["ways"]
+    return 0.5 if row["metric"] == "vqa_accuracy[yes/no]" else None
+
+
 def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of a proportion ``p`` observed on ``n`` examples (95% by default).
 

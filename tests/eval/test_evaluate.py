@@ -6,14 +6,17 @@ import hashlib
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from frozen.config import (
     BindingTaskConfig,
     CaptionTaskConfig,
     EvalSuiteConfig,
     EvaluateConfig,
+    LoggerConfig,
     SampleTextConfig,
     VqaTaskConfig,
 )
@@ -22,6 +25,7 @@ from frozen.data.pipeline import iter_eval_samples
 from frozen.errors import DataError, FrozenConfigError
 from frozen.eval.context import load_items
 from frozen.eval.fewshot import episode_queries, load_episodes
+from frozen.eval.plots import panels
 from frozen.eval.vqa import DemoPool, vqa_queries
 from frozen.model.prompts import sample_shots
 
@@ -87,6 +91,51 @@ def test_end_to_end_writes_results_with_the_schema(export_dir, caption_data, tmp
     vqa_preds = [p for p in preds if p["task"] == "vqa"]
     assert len(vqa_preds) == 24 * (2 + 3 * 2)  # 0-shot: image, no_image; 2-shot: 3 conditions x 2 trials
     assert {"prompt", "prediction", "target", "score"} <= set(vqa_preds[0])
+    # fewshot.png beside results.json: a panel per task, drawn from these rows
+    assert Image.open(tmp_path / "fewshot.png").size == (1500, 410)
+    caps, vqa, bind = panels(rows)
+    assert (caps.metric, vqa.metric, bind.metric, bind.bars) == ("CIDEr", "vqa_accuracy", "accuracy", True)
+    assert list(vqa.series) == ["image", "no_image", "text_demos"] and vqa.xs == [0, 2]
+    assert [(p.x, p.y) for p in vqa.series["image"]] == [(s, by[("vqa", "vqa_accuracy", s, "image")]["mean"])
+                                                         for s in (0, 2)]
+    assert bind.chance == {"2-way 1 inner shot": 0.5, "2-way 1 inner shot +induction": 0.5}
+
+
+class FakeRun:
+    """What RunLogger needs of a W&B run; records every log call."""
+
+    dir = "fake-wandb-run"
+
+    def __init__(self):
+        self.logged: list[tuple[dict, int]] = []
+
+    def log(self, data, step=None):
+        self.logged.append((data, step))
+
+    def finish(self):
+        pass
+
+
+def test_wandb_gets_the_results_table_and_the_figure(export_dir, caption_data, tmp_path, monkeypatch):
+    import wandb
+
+    from frozen.eval.run import evaluate
+
+    run = FakeRun()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb, "init", lambda **kw: run)
+    cfg = make_cfg(export_dir, caption_data, tmp_path, tasks=["bind"],
+                   logger=LoggerConfig(backend="wandb", project="frozen-test"))
+    rows = evaluate(cfg)
+    logged = dict(kv for data, _ in run.logged for kv in data.items())
+    assert set(logged) == {"eval/results", "eval/fewshot"} and all(step == 0 for _, step in run.logged)
+    table = logged["eval/results"]
+    assert isinstance(table, wandb.Table) and table.columns == list(rows[0])
+    assert table.data == [[r[c] for c in table.columns] for r in rows]
+    image = logged["eval/fewshot"]
+    assert isinstance(image, wandb.Image)
+    written = Image.open(tmp_path / "fewshot.png")
+    assert (np.asarray(image.image) == np.asarray(written)).all()
 
 
 def test_two_ranks_give_the_same_records_as_one(export_dir, caption_data, tmp_path):

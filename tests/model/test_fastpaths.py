@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from frozen import scaling
 from frozen.model.decoding import greedy_cached, greedy_uncached, stop_string_criteria, trim
 from frozen.model.generation import generate_shared
 from frozen.model.prompts import Prompt
@@ -184,7 +186,8 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     out = tmp_path / "bench.json"
     bench.main(["--lm", "tiny", "--repeats", "1", "--no-memory", "--out", str(out), "--image-size", "32",
                 "--train-batch", "2", "--queries", "3", "--prompts", "3", "--gen-batch", "2", "--max-new-tokens", "3",
-                "--data-root", str(caption_data), "--shards", "caps/train-000000.tar", "--loader-batches", "2"])
+                "--data-root", str(caption_data), "--shards", "caps/train-000000.tar", "--loader-batches", "2",
+                "--jpeg-batches", "1"])
     report = json.loads(out.read_text())
     assert set(report) >= {"date", "device", "machine", "args", "entries"}
     assert list(report["entries"]) == list(bench.ENTRIES)
@@ -197,6 +200,12 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     assert report["entries"]["fewshot_shared_support"]["one_batch"]["identical"] is True
     assert report["entries"]["fewshot_shared_support"]["first_token"]["identical"] is True
     assert report["entries"]["batched_generation"]["identical"] is True
+    jpeg = report["entries"]["jpeg_decode"]  # 224-px batches from 640 x 480 JPEGs; workers from frozen.scaling
+    workers = jpeg["workers_per_gpu"]
+    assert workers["images_per_s_per_gpu"] == pytest.approx(scaling.BATCH / scaling.GPUS / workers["step_s"])
+    assert workers["draft"] == math.ceil(workers["images_per_s_per_gpu"] / jpeg["project"]["median"])
+    assert workers["full"] == math.ceil(workers["images_per_s_per_gpu"] / jpeg["baseline"]["median"])
+    assert 0 < jpeg["pixels"]["mean_abs"] < 1.0 and jpeg["config"]["image_size"] == 224
     train = report["entries"]["train_step"]
     # FLOPs accounting: the plain step also computes LM weight gradients
     assert train["flops"]["counted"]["plain_step"] > train["flops"]["counted"]["frozen_step"]
