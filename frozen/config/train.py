@@ -56,6 +56,9 @@ class DataConfig(SampleTextConfig):
     num_workers: int = 2  # DataLoader workers per rank (0: everything in the main process)
     per_image_caption: str = "random"  # "random" or "first" caption when a sample holds several
     prefetch_factor: int = 2  # batches prefetched per worker
+    # Caption packing: several [k prefix slots][prompt][caption][EOS] segments share rows of up to
+    # max_length + k positions, each attending only to itself (frozen.data.packing); the LM computes no padding.
+    packing: bool = False
 
     @staticmethod
     def check(c: Any) -> list[str]:
