@@ -22,6 +22,7 @@ from frozen.bench import lib as perf  # noqa: E402
 from frozen.bench.common import DEFAULT_LM, ENTRIES, resolve_lm  # noqa: E402
 from frozen.bench.data import bench_data_loader  # noqa: E402
 from frozen.bench.generation import bench_batched, bench_fewshot  # noqa: E402
+from frozen.bench.packing import bench_train_packing  # noqa: E402
 from frozen.bench.train import bench_train_step, memory_probe  # noqa: E402
 
 
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ENTRIES)}")
     p.add_argument("--out", default="outputs/bench/bench.json")
     p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--packing-batch", type=int, default=64, help="batch of train_packing (COCO-length captions)")
     p.add_argument("--gen-batch", type=int, default=16, help="batch size of both sides of fewshot_shared_support")
     p.add_argument("--queries", type=int, default=25, help="queries of fewshot_shared_support")
     p.add_argument("--prompts", type=int, default=16, help="prompts of batched_generation")
@@ -95,6 +97,12 @@ def print_table(report: dict[str, Any]) -> None:
             )
         if "activation_checkpointing" in e:
             notes.append(f"ckpt time x{e['activation_checkpointing']['ratio_to_frozen']:.2f}")
+        if "equal" in e:
+            q = e["equal"]
+            notes.append(f"loss rel diff {q['loss_rel_diff']:.1e}, grad rel diff {q['grad_rel_diff_max']:.1e}")
+        if "lm_positions" in e:
+            shares = [e["lm_positions"][s]["real_fraction"] for s in ("padded", "packed")]
+            notes.append(f"real positions {shares[0]:.0%} padded, {shares[1]:.0%} packed")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
         for t in e["targets"]:
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entries["batched_generation"] = bench_batched(args, lm)
         if "data_loader" in args.only:
             entries["data_loader"] = bench_data_loader(args, lm, entries.get("train_step"))
+        if "train_packing" in args.only:
+            entries["train_packing"] = bench_train_packing(args, lm)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

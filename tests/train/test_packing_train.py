@@ -24,6 +24,7 @@ def packing_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("packing")
     write_varied_shard(root / "vary" / "train-000000.tar", 24)
     write_varied_shard(root / "vary" / "train-000001.tar", 24)
+    write_varied_shard(root / "par" / "train-000000.tar", 32)
     write_varied_shard(root / "coco" / "captions-train-000000.tar", 32)
     write_varied_shard(root / "coco" / "captions-val-000000.tar", 8)
     return root
@@ -46,11 +47,19 @@ def _packed(tmp, data_root, lm_dir, packing=True, **trainer):
     return make_cfg(tmp, data_root, lm_dir, data=data, batch_size=8, lr=1e-3, **trainer)
 
 
+def _parallel(tmp, data_root, lm_dir):
+    """One shard, read in order: 1 process x 8 and 2 ranks x 4 see the same 8 samples per step (rank 0
+    the 2-word captions, rank 1 the 7-word ones: unequal token counts and rows per rank)."""
+    data = {"train_shards": "par/train-*.tar", "packing": True}
+    return make_cfg(tmp, data_root, lm_dir, data=data, batch_size=8, lr=1e-3, max_steps=2, grad_clip=1e6)
+
+
 def test_packed_training_equals_padded_training_and_resumes_exactly(tmp_path, packing_data, tiny_lm_dirs):
     from frozen.train.loop import train
 
     llama = tiny_lm_dirs["llama"]
-    padded, packed = _packed(tmp_path / "padded", packing_data, llama, False), _packed(tmp_path / "full", packing_data, llama)
+    padded = _packed(tmp_path / "padded", packing_data, llama, packing=False)
+    packed = _packed(tmp_path / "full", packing_data, llama)
     train(padded)
     train(packed)
     for step, loss in losses(padded.run_dir).items():
@@ -72,10 +81,9 @@ def test_two_gloo_ranks_with_packing_equal_one_process(tmp_path, packing_data, t
     from frozen.core import dist
     from frozen.train.loop import train
 
-    kwargs = dict(max_steps=2, grad_clip=1e6)
-    one = _packed(tmp_path / "one", packing_data, tiny_gpt2, **kwargs)
+    one = _parallel(tmp_path / "one", packing_data, tiny_gpt2)
     train(one)
-    two = dataclasses.replace(_packed(tmp_path / "two", packing_data, tiny_gpt2, **kwargs), num_gpus=2)
+    two = dataclasses.replace(_parallel(tmp_path / "two", packing_data, tiny_gpt2), num_gpus=2)
     dist.spawn(_train_in_worker, (two,), num_local=2)
     for key in ("grad_norm", "loss"):
         a, b = metrics(one.run_dir, key), metrics(two.run_dir, key)
@@ -90,7 +98,7 @@ def _coco(tmp_path, data_root, lm_dir, *overrides):
         return compose("train", overrides=[
             "data=coco", "model=tiny_cnn", "model.image_size=32", f"lm.name={lm_dir}", "trainer=debug", "logger=none",
             f"data_root={data_root}", "data.num_workers=0", "trainer.max_steps=6", "trainer.val_every=0",
-            "trainer.ckpt_every=0", f"run_dir={tmp_path}", *overrides])
+            "trainer.ckpt_every=0", "trainer.log_every=1", f"run_dir={tmp_path}", *overrides])
 
 
 def test_coco_preset_trains_packed_and_resumes_exactly(tmp_path, packing_data, tiny_lm_dirs):
