@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs/bench/bench.json")
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--packing-batch", type=int, default=64, help="batch of train_packing (COCO-length captions)")
+    p.add_argument("--packing-batches", type=int, default=4, help="batches (one step each) per train_packing repeat")
     p.add_argument("--gen-batch", type=int, default=16, help="batch size of both sides of fewshot_shared_support")
     p.add_argument("--queries", type=int, default=25, help="queries of fewshot_shared_support")
     p.add_argument("--prompts", type=int, default=16, help="prompts of batched_generation")

@@ -1,11 +1,12 @@
 """The ``train_packing`` entry: real caption tokens per second of one train step, packed vs padded batch.
 
-Both sides run the training loop's own step (:func:`frozen.train.step.train_step`) on the same 64
-examples (random images, COCO-length captions): one collated by :class:`~frozen.data.collate.Collator`
+Both sides run the training loop's own step (:func:`frozen.train.step.train_step`) on the same
+``--packing-batches`` batches of 64 examples (random images, COCO-length captions; several batches,
+because one batch's longest caption decides its padding): each collated by :class:`~frozen.data.collate.Collator`
 (each row padded to the batch's longest caption), one by :class:`~frozen.data.packing.PackedCollator`
 (rows of up to ``max_length + k`` positions, no padding computed). The real caption tokens (caption +
 EOS) are the same on both sides, so the tokens/s ratio is the step-time ratio. Before timing, the
-loss and the encoder/mapper gradients of the two batches are compared on the same weights.
+loss and the encoder/mapper gradients of the first batch, padded and packed, are compared on the same weights.
 
 Caption lengths: :data:`COCO_WORDS_PER_CAPTION` (see docs/bench.md for its source), turned into
 captions of that many words drawn from :data:`COCO_WORDS` and tokenised by the LM's own tokenizer.
@@ -76,34 +77,38 @@ def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32").train()
     autocast = autocast_context("bf16" if bf16 else "fp32", device)
     k = model.num_prefix_tokens
-    examples = coco_examples(args.packing_batch, args.image_size)
-    padded = Collator(model.tokenizer, MAX_LENGTH)(examples)
-    packed = PackedCollator(model.tokenizer, MAX_LENGTH, k)(examples)
+    batches = [coco_examples(args.packing_batch, args.image_size, seed=s) for s in range(args.packing_batches)]
+    padded = [Collator(model.tokenizer, MAX_LENGTH)(examples) for examples in batches]
+    packed = [PackedCollator(model.tokenizer, MAX_LENGTH, k)(examples) for examples in batches]
 
-    # The same weights, both batches: the loss and the gradients must agree.
-    loss_padded, grads_padded = _loss_and_grads(model, padded, device, autocast)
-    loss_packed, grads_packed = _loss_and_grads(model, packed, device, autocast)
+    # The same weights, the same examples padded and packed: the loss and the gradients must agree.
+    loss_padded, grads_padded = _loss_and_grads(model, padded[0], device, autocast)
+    loss_packed, grads_packed = _loss_and_grads(model, packed[0], device, autocast)
     grad_rel = max(float((a - b).norm() / a.norm().clamp_min(1e-30)) for a, b in zip(grads_padded, grads_packed))
     loss_rel = abs(loss_packed - loss_padded) / abs(loss_padded)
 
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95))
 
-    def step(batch: dict[str, Any]):
-        return lambda: train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
+    def steps(side: list[dict[str, Any]]):  # one optimizer step per batch
+        def run() -> None:
+            for batch in side:
+                train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
+        return run
 
-    times = perf.interleaved({"packed": step(packed), "padded": step(padded)}, args.repeats, device)
-    tokens = padded["num_text_tokens"]  # caption + EOS per example: the same on both sides
+    times = perf.interleaved({"packed": steps(packed), "padded": steps(padded)}, args.repeats, device)
+    tokens = sum(b["num_text_tokens"] for b in padded)  # caption + EOS per example: the same on both sides
     rate = {name: [tokens / t for t in values] for name, values in times.items()}
-    (real, computed_padded), (_, computed_packed) = lm_positions(padded, k), lm_positions(packed, k)
+    real = sum(lm_positions(b, k)[0] for b in padded)
+    computed_padded, computed_packed = (sum(lm_positions(b, k)[1] for b in side) for side in (padded, packed))
     speedup = median(rate["packed"]) / median(rate["padded"])
     tolerance = 2e-2 if bf16 else 1e-4
     entry: dict[str, Any] = {
         "config": {
             "lm": args.lm, "backbone": args.backbone, "image_size": args.image_size, "k": k,
-            "batch": args.packing_batch, "max_length": MAX_LENGTH, "row_length": MAX_LENGTH + k,
-            "caption_tokens_mean": tokens / len(examples),
-            "caption_tokens_max": int(padded["attention_mask"].sum(1).max()),
+            "batch": args.packing_batch, "batches": args.packing_batches, "max_length": MAX_LENGTH,
+            "row_length": MAX_LENGTH + k, "caption_tokens_mean": tokens / sum(map(len, batches)),
+            "caption_tokens_max": max(int(b["attention_mask"].sum(1).max()) for b in padded),
             "lm_dtype": "bfloat16" if bf16 else "float32", "autocast": "bf16" if bf16 else "none",
             "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
         },
@@ -111,12 +116,12 @@ def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
         "baseline": side("padded batch: real caption tokens per second", rate["padded"], "tok/s"),
         "ratio": speedup,
         "speedup": speedup,
-        "step_s": {name: median(values) for name, values in times.items()},
+        "steps_s": {name: median(values) for name, values in times.items()},  # all batches, one repeat
         "lm_positions": {
             "real": real,
-            "padded": {"rows": padded["input_ids"].shape[0], "width": k + padded["input_ids"].shape[1],
+            "padded": {"rows_x_width": [[b["input_ids"].shape[0], k + b["input_ids"].shape[1]] for b in padded],
                        "computed": computed_padded, "real_fraction": real / computed_padded},
-            "packed": {"rows": packed["input_ids"].shape[0], "width": packed["input_ids"].shape[1],
+            "packed": {"rows_x_width": [list(b["input_ids"].shape) for b in packed],
                        "computed": computed_packed, "real_fraction": real / computed_packed},
         },
         "equal": {"loss_padded": loss_padded, "loss_packed": loss_packed, "loss_rel_diff": loss_rel,
