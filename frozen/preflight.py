@@ -85,11 +85,12 @@ def check_shards(problems: Problems, key: str, spec: Any, data_root: str) -> Non
     problems.run(f"{key}={spec}", resolve_shards, spec if isinstance(spec, str) else list(spec), data_root)
 
 
-def check_lm(problems: Problems, key: str, name: str) -> None:
-    """The LM resolves without the network where ``HF_HUB_OFFLINE=1`` (a path-like name: the folder exists)."""
-    from frozen.model.lm import lm_problem
+def check_lm(problems: Problems, key: str, name: str, packing: bool = False) -> None:
+    """The LM resolves without the network where ``HF_HUB_OFFLINE=1`` (a path-like name: the folder exists);
+    with ``packing``, its config says it can keep packed captions apart (read from config.json, no weights)."""
+    from frozen.model.lm import lm_packing_problem, lm_problem
 
-    problem = lm_problem(name)
+    problem = lm_problem(name) or (lm_packing_problem(name) if packing else None)
     if problem:
         problems.add(problem, key)
 
@@ -128,7 +129,7 @@ def check_train(cfg: DictConfig) -> None:
     if not _missing_values(cfg, problems):
         problems.extend(train_config_problems(cfg))
         check_vision(problems, cfg.model.vision)
-        check_lm(problems, "lm.name", cfg.lm.name)
+        check_lm(problems, "lm.name", cfg.lm.name, packing=cfg.data is not None and cfg.data.packing)
         if cfg.data is not None:
             check_shards(problems, "data.train_shards", cfg.data.train_shards, cfg.data_root)
             if cfg.data.val_shards:

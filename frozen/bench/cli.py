@@ -23,6 +23,7 @@ from frozen.bench.common import DEFAULT_LM, ENTRIES, resolve_lm  # noqa: E402
 from frozen.bench.data import bench_data_loader  # noqa: E402
 from frozen.bench.generation import bench_batched, bench_fewshot  # noqa: E402
 from frozen.bench.jpeg import bench_jpeg_decode  # noqa: E402
+from frozen.bench.packing import bench_train_packing  # noqa: E402
 from frozen.bench.train import bench_train_step, memory_probe  # noqa: E402
 
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ENTRIES)}")
     p.add_argument("--out", default="outputs/bench/bench.json")
     p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--packing-batch", type=int, default=64, help="batch of train_packing (COCO-length captions)")
+    p.add_argument("--packing-batches", type=int, default=4, help="batches (one step each) per train_packing repeat")
     p.add_argument("--gen-batch", type=int, default=16, help="batch size of both sides of fewshot_shared_support")
     p.add_argument("--queries", type=int, default=25, help="queries of fewshot_shared_support")
     p.add_argument("--prompts", type=int, default=16, help="prompts of batched_generation")
@@ -104,6 +107,12 @@ def print_table(report: dict[str, Any]) -> None:
                          f"mean abs {px['mean_abs']:.2f}/255, PSNR {px['psnr_db']:.1f} dB; decode + resize alone "
                          f"{e['decode_only']['speedup']:.2f}x; CPU time (wall clock "
                          f"{e['wall_clock']['draft']['median'] / e['wall_clock']['full']['median']:.2f}x)")
+        if "equal" in e:
+            q = e["equal"]
+            notes.append(f"loss rel diff {q['loss_rel_diff']:.1e}, grad rel diff {q['grad_rel_diff_max']:.1e}")
+        if "lm_positions" in e:
+            shares = [e["lm_positions"][s]["real_fraction"] for s in ("padded", "packed")]
+            notes.append(f"real positions {shares[0]:.0%} padded, {shares[1]:.0%} packed")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
         for t in e["targets"]:
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entries["data_loader"] = bench_data_loader(args, lm, entries.get("train_step"))
         if "jpeg_decode" in args.only:
             entries["jpeg_decode"] = bench_jpeg_decode(args, lm)
+        if "train_packing" in args.only:
+            entries["train_packing"] = bench_train_packing(args, lm)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

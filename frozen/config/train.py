@@ -57,6 +57,9 @@ class DataConfig(SampleTextConfig):
     per_image_caption: str = "random"  # "random" or "first" caption when a sample holds several
     prefetch_factor: int = 2  # batches prefetched per worker
     jpeg_draft: bool = True  # decode large JPEGs at a reduced DCT scale (>= image_size); PNG/small JPEG unchanged
+    # Caption packing: several [k prefix slots][prompt][caption][EOS] segments share rows of up to
+    # max_length + k positions, each attending only to itself (frozen.data.packing); the LM computes no padding.
+    packing: bool = False
 
     @staticmethod
     def check(c: Any) -> list[str]:

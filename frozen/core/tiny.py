@@ -1,4 +1,4 @@
-"""Tiny offline stand-ins for hub assets: a byte-level BPE tokenizer and random GPT-2/Llama/OPT LMs.
+"""Tiny offline stand-ins for hub assets: a byte-level BPE tokenizer and random GPT-2/Llama/Qwen2/OPT LMs.
 
 Built in seconds, saved with ``save_pretrained`` so the real loading code (``frozen.model.lm``) reads them
 exactly as it reads a hub checkout. Like GPT-2, the tokenizer has no pad token.
@@ -48,13 +48,17 @@ def tiny_lm_config(kind: str, vocab_size: int, positions: int = 256):
     initializer_range=0.2 (10x the usual) makes the random LM's output depend on its input enough
     that a trained visual prefix can steer it, so a few training steps visibly lower the loss.
     """
-    from transformers import GPT2Config, LlamaConfig, OPTConfig
+    from transformers import GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
 
     if kind == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_positions=positions, n_embd=32, n_layer=2, n_head=2,
                           bos_token_id=0, eos_token_id=0)
     if kind == "llama":
         return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
+                           bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    if kind == "qwen2":
+        return Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
                            bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
     if kind == "opt":
@@ -85,7 +89,7 @@ def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0, positions:
     return path
 
 
-if __name__ == "__main__":  # python -m frozen.core.tiny outputs/tiny_lm [gpt2|llama|opt]
+if __name__ == "__main__":  # python -m frozen.core.tiny outputs/tiny_lm [gpt2|llama|qwen2|opt]
     import sys
 
     target = sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny_lm"

@@ -73,16 +73,7 @@ class Collator:
             num_truncated: int, examples cut to max_length in this batch
             num_text_tokens: int, real text tokens (prompt + target + EOS, no padding) in this batch
         """
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        for e in examples:  # the tokenizer would fail with a TypeError
-            for field, text in (("prompt", e.prompt), ("target", e.target)):
-                problem = unicode_problem(text)
-                if problem:
-                    raise InputError(f"example {e.key}: its {field} is not valid Unicode ({problem}): {text[:80]!r}")
-        prompts = self._ids([e.prompt for e in examples])
-        targets = self._ids([e.target for e in examples])
-        rows = [self.encode(p, t) for p, t in zip(prompts, targets)]
+        rows = self.encode_examples(examples)
         width = max(len(ids) for ids, _, _ in rows)
         batch_size = len(rows)
         input_ids = torch.full((batch_size, width), self.pad_id, dtype=torch.long)
@@ -93,32 +84,51 @@ class Collator:
             input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
             labels[i, :n] = torch.tensor(lab, dtype=torch.long)
             attention_mask[i, :n] = 1
-        return {
-            "images": torch.stack([e.image for e in examples]),
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "keys": [e.key for e in examples],
-            "kinds": [e.kind for e in examples],
-            "prompts": [e.prompt for e in examples],
-            "targets": [e.target for e in examples],
-            "texts": [e.prompt + e.target for e in examples],
-            "meta": [e.meta for e in examples],
-            "num_truncated": sum(int(t) for _, _, t in rows),
-            "num_text_tokens": sum(len(ids) for ids, _, _ in rows),
-        }
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                **example_fields(examples, rows)}
+
+    def encode_examples(self, examples: Sequence[Example]) -> list[tuple[list[int], list[int], bool]]:
+        """:meth:`encode` of each example's prompt and target (checked to be valid Unicode first)."""
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        for e in examples:  # the tokenizer would fail with a TypeError
+            for field, text in (("prompt", e.prompt), ("target", e.target)):
+                problem = unicode_problem(text)
+                if problem:
+                    raise InputError(f"example {e.key}: its {field} is not valid Unicode ({problem}): {text[:80]!r}")
+        prompts = self._ids([e.prompt for e in examples])
+        targets = self._ids([e.target for e in examples])
+        return [self.encode(p, t) for p, t in zip(prompts, targets)]
+
+
+def example_fields(examples: Sequence[Example], rows: Sequence[tuple[list[int], list[int], bool]]) -> dict[str, Any]:
+    """The per-example fields and counts every collated batch carries (padded or packed), in example order."""
+    return {
+        "images": torch.stack([e.image for e in examples]),
+        "keys": [e.key for e in examples],
+        "kinds": [e.kind for e in examples],
+        "prompts": [e.prompt for e in examples],
+        "targets": [e.target for e in examples],
+        "texts": [e.prompt + e.target for e in examples],
+        "meta": [e.meta for e in examples],
+        "num_truncated": sum(int(t) for _, _, t in rows),
+        "num_text_tokens": sum(len(ids) for ids, _, _ in rows),
+    }
 
 
 def lm_positions(batch: dict[str, Any], num_prefix_tokens: int) -> tuple[int, int]:
     """``(real, computed)``: LM positions of a collated batch that hold data, and all it computes.
 
     A padded batch of ``B`` rows of width ``T`` runs ``B * (k + T)`` positions through the LM, of which
-    ``k`` prefix positions per image and ``num_text_tokens`` are real; the rest is padding. The
-    training log's padding fraction is ``1 - real / computed``.
+    ``k`` prefix positions per image and ``num_text_tokens`` are real; the rest is padding. A packed
+    batch (``position_ids`` present, :mod:`frozen.data.packing`) already holds the prefix slots in its
+    ``R`` rows of width ``W``: it computes ``R * W``. The training log's padding fraction is ``1 - real / computed``.
     """
     rows, width = batch["input_ids"].shape
     real = batch["num_text_tokens"] + num_prefix_tokens * len(batch["images"])
+    if "position_ids" in batch:  # packed: the prefix slots are inside the rows
+        return real, rows * width
     return real, rows * (num_prefix_tokens + width)
 
 
-__all__ = ["Collator", "IGNORE_INDEX", "lm_positions"]
+__all__ = ["Collator", "IGNORE_INDEX", "example_fields", "lm_positions"]

@@ -26,6 +26,7 @@ from frozen.model.card import write_model_card
 from frozen.model.export import WEIGHTS_NAME, TrainingFacts, export_config, read_configs, read_weights, write_export
 from frozen.model.lm import embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
+from frozen.model.packed import packed_forward
 from frozen.model.prompts import Prompt
 from frozen.model.vision import build_vision, check_images, image_transform
 
@@ -39,8 +40,10 @@ class FrozenOutput:
 class FrozenModel(nn.Module):
     """Vision backbone -> prefix mapper -> frozen LM. See the README for usage."""
 
-    def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None, lm_on_meta: bool = False):
-        """``lm_on_meta``: the LM's architecture without weights (``trainer.strategy=fsdp``, ranks > 0)."""
+    def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None, lm_on_meta: bool = False,
+                 packing: bool = False):
+        """``lm_on_meta``: the LM's architecture without weights (``trainer.strategy=fsdp``, ranks > 0).
+        ``packing``: refuse before loading an LM that cannot be trained on packed batches."""
         super().__init__()
         self.model_cfg = model_cfg = model_cfg or ModelConfig()
         self.lm_cfg = lm_cfg = lm_cfg or LMConfig()
@@ -52,6 +55,7 @@ class FrozenModel(nn.Module):
             trainable=lm_cfg.trainable,
             from_scratch=lm_cfg.from_scratch,
             on_meta=lm_on_meta,
+            packing=packing,
         )
         # C read off the backbone, D off the LM's input embedding: never duplicated in config.
         self.mapper = PrefixMapper(
@@ -136,6 +140,8 @@ class FrozenModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        prefix_index: torch.Tensor | None = None,
     ) -> FrozenOutput:
         """Caption loss for ``[prefix][input_ids]``.
 
@@ -144,7 +150,14 @@ class FrozenModel(nn.Module):
         caption token is predicted from the last prefix position. The loss is the mean over target
         tokens, or their sum divided by ``num_items_in_batch`` when given (the trainer passes the
         global target count so that data-parallel and accumulated steps average correctly).
+        A packed batch (:mod:`frozen.data.packing`) gives ``position_ids`` and ``prefix_index`` instead
+        of ``attention_mask``: :func:`frozen.model.packed.packed_forward`, logits ``[R, W, V]``.
         """
+        if position_ids is not None or prefix_index is not None:
+            if attention_mask is not None or position_ids is None or prefix_index is None or labels is None:
+                raise ValueError("a packed batch needs position_ids, prefix_index and labels, and no attention_mask")
+            out = packed_forward(self, images, input_ids, labels, position_ids, prefix_index, num_items_in_batch)
+            return FrozenOutput(loss=out.loss, logits=out.logits)
         if input_ids.dim() != 2 or input_ids.shape[0] != images.shape[0]:
             raise ValueError(
                 f"input_ids must be [B, T] with B = {images.shape[0]} images, got {tuple(input_ids.shape)}"

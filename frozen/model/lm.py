@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ class PackagedGGUF:
     package: str  # pip package holding the file (installed with --no-deps; never imported)
     filename: str
     cache_name: str
+    model_type: str = "llama"  # its transformers model_type, known without converting it
 
 
 PACKAGED_GGUF = {
@@ -175,12 +177,17 @@ def lm_problem(name: str) -> str | None:
         return str(err)
     if os.path.isdir(resolved):  # an existing local folder with config.json
         return None
-    if _offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return not_cached_message(name)
+    if _offline() and _cached_config(name) is None:
+        return not_cached_message(name)
     return None
+
+
+def _cached_config(name: str) -> str | None:
+    """The path of hub id ``name``'s config.json in the local HF cache, None if it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return found if isinstance(found, str) else None
 
 
 def not_cached_message(name: str) -> str:
@@ -228,14 +235,55 @@ def load_tokenizer(path: str):
     return tok
 
 
+# Caption packing (frozen.data.packing) gives transformers position_ids and no attention mask; create_causal_mask
+# then keeps each segment to itself, but only in models whose forward passes position_ids to it (OPT's does
+# not: it would mix segments) and only with attention implementations built from that mask (flash-attention
+# reads segments from position_ids only when the batch has one row). Each family here is proven in
+# tests/model/test_packing.py (per-token losses and gradients equal to a padded batch).
+PACKING_LM_TYPES = ("gpt2", "llama", "qwen2")
+PACKING_ATTENTION = ("eager", "sdpa", "flex_attention")
+
+
+def packing_problem(model_type: str | None, attn_implementation: str | None) -> str | None:
+    """One line if an LM of ``model_type`` with ``attn_implementation`` (None: not chosen yet, transformers
+    picks sdpa) cannot keep the segments of a packed row apart; None if it can."""
+    if model_type not in PACKING_LM_TYPES:
+        supported = ", ".join(PACKING_LM_TYPES)
+        return (f"data.packing=true: the {model_type!r} LM cannot keep packed captions apart (its attention "
+                f"mask ignores position_ids); set data.packing=false for it (packing supports {supported})")
+    if attn_implementation is not None and attn_implementation not in PACKING_ATTENTION:
+        return (f"data.packing=true: attention implementation {attn_implementation!r} would mix packed captions; "
+                f"load the LM with {', '.join(PACKING_ATTENTION)} or set data.packing=false")
+    return None
+
+
+def lm_packing_problem(name: str) -> str | None:
+    """:func:`packing_problem` of the LM ``name`` from its ``config.json`` alone (no weights, no transformers);
+    None also when the config cannot be read here (:func:`lm_problem` reports that)."""
+    if name in PACKAGED_GGUF:
+        return packing_problem(PACKAGED_GGUF[name].model_type, None)
+    try:
+        path = resolve_lm_path(name)
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else _cached_config(name)  # hub id: the cache
+        config = json.loads(Path(file).read_text()) if file else {}
+    except (OSError, ValueError, LMNotFoundError):
+        return None
+    if "model_type" not in config:
+        return None
+    return packing_problem(config["model_type"], config.get("attn_implementation", config.get("_attn_implementation")))
+
+
 def load_lm(
-    name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False, on_meta: bool = False
+    name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False, on_meta: bool = False,
+    packing: bool = False,
 ) -> tuple[nn.Module, object]:
     """Load ``(lm, tokenizer)``; freeze the LM unless ``trainable`` (the paper's finetuned ablation).
 
     ``from_scratch`` keeps the architecture and tokenizer but re-initialises the weights (the paper's
     "LM from scratch" ablation; implies trainable). ``on_meta`` builds the architecture on the meta
     device without reading or allocating any weight (FSDP ranks that receive their shards from rank 0).
+    ``packing``: refuse, from the LM's config and before any weight loads, an LM that cannot be trained
+    on packed batches (:func:`packing_problem`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -243,6 +291,10 @@ def load_lm(
         raise FrozenConfigError(f"unknown LM dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     with quiet_transformers():
         path = resolve_lm_path(name)
+    if packing:
+        problem = lm_packing_problem(path)
+        if problem:
+            raise FrozenConfigError(problem)
     try:
         with quiet_transformers():
             tok = load_tokenizer(path)

@@ -80,7 +80,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ model + optimizer
     fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
     # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
-    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp)
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=cfg.data.packing)
     model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
@@ -106,6 +106,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
         rank=info.rank,
         world_size=info.world_size,
         skip_batches=start_step * accum,
+        num_prefix_tokens=cfg.model.num_prefix_tokens,
     )
     batches = iter(loader)
 

@@ -1,9 +1,10 @@
 """One optimizer step, written once: the training loop calls it every step and ``scripts/bench.py`` times it.
 
 A step takes ``accum`` micro-batches of this process (each ``images [B_micro, 3, S, S]`` and
-``input_ids / attention_mask / labels [B_micro, T]``): the loss of each is its summed caption-token
-cross-entropy divided by the number of target tokens of the whole global batch (all ranks, all
-micro-steps), so N processes of batch b compute the same update as one process of batch N*b.
+``input_ids / attention_mask / labels [B_micro, T]``, or a packed batch, :mod:`frozen.data.packing`): the loss
+of each is its summed caption-token cross-entropy divided by the number of target tokens of the
+whole global batch (all ranks, all micro-steps), so N processes of batch b compute the same update
+as one process of batch N*b.
 Backward runs under ``no_sync`` on every micro-step but the last (one gradient all-reduce per step),
 then gradients are unscaled (fp16), clipped, and the optimizer steps unless the loss or gradient is
 not finite (the caller counts those and stops a run that keeps failing).
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from frozen.core import dist
+from frozen.data.packing import PACKED_KEYS
 
 
 @dataclass
@@ -59,13 +61,16 @@ def train_step(
         if blind:
             images = torch.zeros_like(images)  # train-blind ablation: no visual information
         sync = i == len(micro_batches) - 1 or world_size == 1
+        mask = batch.get("attention_mask")  # None in a packed batch: its segments come from position_ids
+        packed = {key: batch[key].to(device) for key in PACKED_KEYS if key in batch}
         with nullcontext() if sync else model.no_sync(), autocast:
             out = model(
                 images,
                 batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
+                None if mask is None else mask.to(device),
                 labels=batch["labels"].to(device),
                 num_items_in_batch=max(global_targets, 1),
+                **packed,
             )
         # out.loss = (this micro-batch's summed CE) / global_targets; DDP averages gradients over
         # ranks, so scale by world size to get the gradient of the global mean.

@@ -187,7 +187,8 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     bench.main(["--lm", "tiny", "--repeats", "1", "--no-memory", "--out", str(out), "--image-size", "32",
                 "--train-batch", "2", "--queries", "3", "--prompts", "3", "--gen-batch", "2", "--max-new-tokens", "3",
                 "--data-root", str(caption_data), "--shards", "caps/train-000000.tar", "--loader-batches", "2",
-                "--jpeg-batches", "1"])
+                "--jpeg-batches", "1",
+                "--packing-batch", "6", "--packing-batches", "1"])
     report = json.loads(out.read_text())
     assert set(report) >= {"date", "device", "machine", "args", "entries"}
     assert list(report["entries"]) == list(bench.ENTRIES)
@@ -210,6 +211,10 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     # FLOPs accounting: the plain step also computes LM weight gradients
     assert train["flops"]["counted"]["plain_step"] > train["flops"]["counted"]["frozen_step"]
     assert train["config"]["lm_dtype"] in ("float32", "bfloat16")
+    packing = report["entries"]["train_packing"]  # packed vs padded: same loss, fewer LM positions
+    assert packing["equal"]["loss_rel_diff"] <= packing["equal"]["tolerance"]
+    positions = packing["lm_positions"]
+    assert 0 < positions["real"] <= positions["packed"]["computed"] <= positions["padded"]["computed"]
 
 
 def test_bench_skips_missing_shards(tmp_path):

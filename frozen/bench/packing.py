@@ -1,0 +1,134 @@
+"""The ``train_packing`` entry: real caption tokens per second of one train step, packed vs padded batch.
+
+Both sides run the training loop's own step (:func:`frozen.train.step.train_step`) on the same
+``--packing-batches`` batches of 64 examples (random images, COCO-length captions; several batches,
+because one batch's longest caption decides its padding): each collated by :class:`~frozen.data.collate.Collator`
+(each row padded to the batch's longest caption), one by :class:`~frozen.data.packing.PackedCollator`
+(rows of up to ``max_length + k`` positions, no padding computed). The real caption tokens (caption +
+EOS) are the same on both sides, so the tokens/s ratio is the step-time ratio. Before timing, the
+loss and the encoder/mapper gradients of the first batch, padded and packed, are compared on the same weights.
+
+Caption lengths: :data:`COCO_WORDS_PER_CAPTION` (see docs/bench.md for its source), turned into
+captions of that many words drawn from :data:`COCO_WORDS` and tokenised by the LM's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from typing import Any
+
+import torch
+
+from frozen.bench import lib as perf
+from frozen.bench.common import load_model, median, side, target
+from frozen.core.precision import autocast_context, resolve_precision
+from frozen.data.collate import IGNORE_INDEX, Collator, lm_positions
+from frozen.data.packing import PackedCollator
+from frozen.data.samples import Example
+from frozen.train.step import train_step
+
+# Words per COCO caption -> share per mille (docs/bench.md, "train_packing": source and caveats).
+COCO_WORDS_PER_CAPTION = {
+    6: 5, 7: 20, 8: 200, 9: 205, 10: 180, 11: 120, 12: 85, 13: 55, 14: 35, 15: 25, 16: 17, 17: 12, 18: 9,
+    19: 7, 20: 5, 22: 6, 25: 5, 30: 4, 35: 3, 40: 1, 49: 1,
+}
+COCO_WORDS = (
+    "a man woman people two group of on in with the and is are sitting standing riding holding next to near "
+    "table street dog cat plate pizza train bus kitchen bathroom toilet sink giraffe elephants zebra field "
+    "grass tennis racket court baseball bat skateboard surfboard wave beach snow skis umbrella clock tower "
+    "building city sign red white black large small front top while his her young little wooden"
+).split()
+MAX_LENGTH = 64  # data.max_length of the COCO and CC3M presets
+
+
+def coco_examples(batch: int, image_size: int, seed: int = 0) -> list[Example]:
+    """``batch`` caption examples whose word counts follow :data:`COCO_WORDS_PER_CAPTION`."""
+    rng = random.Random(seed)
+    lengths = rng.choices(list(COCO_WORDS_PER_CAPTION), weights=list(COCO_WORDS_PER_CAPTION.values()), k=batch)
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Example(key=f"coco{i}", kind="caption", prompt="", meta={},
+                target=" " + " ".join(rng.choice(COCO_WORDS) for _ in range(n)) + ".",
+                image=torch.rand(3, image_size, image_size, generator=g))
+        for i, n in enumerate(lengths)
+    ]
+
+
+def _loss_and_grads(model: Any, batch: dict[str, Any], device: torch.device, autocast: Any) -> tuple[float, list]:
+    """Loss (sum over caption tokens / their count) and encoder + mapper gradients of one batch."""
+    model.zero_grad(set_to_none=True)
+    n = int((batch["labels"] != IGNORE_INDEX).sum())
+    packed = {key: batch[key].to(device) for key in ("position_ids", "prefix_index") if key in batch}
+    mask = batch.get("attention_mask")
+    with autocast:
+        out = model(batch["images"].to(device), batch["input_ids"].to(device),
+                    None if mask is None else mask.to(device), labels=batch["labels"].to(device),
+                    num_items_in_batch=n, **packed)
+    out.loss.backward()
+    grads = [p.grad.detach().float().clone() for p in model.trainable_parameters()]
+    model.zero_grad(set_to_none=True)
+    return float(out.loss.detach()), grads
+
+
+def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
+    device = torch.device(args.device)
+    bf16 = resolve_precision("auto", device) == "bf16"
+    model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32").train()
+    autocast = autocast_context("bf16" if bf16 else "fp32", device)
+    k = model.num_prefix_tokens
+    batches = [coco_examples(args.packing_batch, args.image_size, seed=s) for s in range(args.packing_batches)]
+    padded = [Collator(model.tokenizer, MAX_LENGTH)(examples) for examples in batches]
+    packed = [PackedCollator(model.tokenizer, MAX_LENGTH, k)(examples) for examples in batches]
+
+    # The same weights, the same examples padded and packed: the loss and the gradients must agree.
+    loss_padded, grads_padded = _loss_and_grads(model, padded[0], device, autocast)
+    loss_packed, grads_packed = _loss_and_grads(model, packed[0], device, autocast)
+    grad_rel = max(float((a - b).norm() / a.norm().clamp_min(1e-30)) for a, b in zip(grads_padded, grads_packed))
+    loss_rel = abs(loss_packed - loss_padded) / abs(loss_padded)
+
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95))
+
+    def steps(side: list[dict[str, Any]]):  # one optimizer step per batch
+        def run() -> None:
+            for batch in side:
+                train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
+        return run
+
+    times = perf.interleaved({"packed": steps(packed), "padded": steps(padded)}, args.repeats, device)
+    tokens = sum(b["num_text_tokens"] for b in padded)  # caption + EOS per example: the same on both sides
+    rate = {name: [tokens / t for t in values] for name, values in times.items()}
+    real = sum(lm_positions(b, k)[0] for b in padded)
+    computed_padded, computed_packed = (sum(lm_positions(b, k)[1] for b in side) for side in (padded, packed))
+    speedup = median(rate["packed"]) / median(rate["padded"])
+    tolerance = 2e-2 if bf16 else 1e-4
+    entry: dict[str, Any] = {
+        "config": {
+            "lm": args.lm, "backbone": args.backbone, "image_size": args.image_size, "k": k,
+            "batch": args.packing_batch, "batches": args.packing_batches, "max_length": MAX_LENGTH,
+            "row_length": MAX_LENGTH + k, "caption_tokens_mean": tokens / sum(map(len, batches)),
+            "caption_tokens_max": max(int(b["attention_mask"].sum(1).max()) for b in padded),
+            "lm_dtype": "bfloat16" if bf16 else "float32", "autocast": "bf16" if bf16 else "none",
+            "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        },
+        "project": side("packed batch: real caption tokens per second", rate["packed"], "tok/s"),
+        "baseline": side("padded batch: real caption tokens per second", rate["padded"], "tok/s"),
+        "ratio": speedup,
+        "speedup": speedup,
+        "steps_s": {name: median(values) for name, values in times.items()},  # all batches, one repeat
+        "lm_positions": {
+            "real": real,
+            "padded": {"rows_x_width": [[b["input_ids"].shape[0], k + b["input_ids"].shape[1]] for b in padded],
+                       "computed": computed_padded, "real_fraction": real / computed_padded},
+            "packed": {"rows_x_width": [list(b["input_ids"].shape) for b in packed],
+                       "computed": computed_packed, "real_fraction": real / computed_packed},
+        },
+        "equal": {"loss_padded": loss_padded, "loss_packed": loss_packed, "loss_rel_diff": loss_rel,
+                  "grad_rel_diff_max": grad_rel, "tolerance": tolerance},
+    }
+    entry["targets"] = [
+        target("tokens_per_s_ratio", ">=", 1.8, speedup),
+        target("loss_rel_diff", "<=", tolerance, loss_rel),
+    ]
+    return entry
