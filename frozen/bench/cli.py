@@ -20,6 +20,7 @@ from rich.table import Table
 
 from frozen.bench import lib as perf  # noqa: E402
 from frozen.bench.common import DEFAULT_LM, ENTRIES, resolve_lm  # noqa: E402
+from frozen.bench.compiled import bench_train_compiled  # noqa: E402
 from frozen.bench.data import bench_data_loader  # noqa: E402
 from frozen.bench.generation import bench_batched, bench_fewshot  # noqa: E402
 from frozen.bench.train import bench_train_step, memory_probe  # noqa: E402
@@ -95,9 +96,11 @@ def print_table(report: dict[str, Any]) -> None:
             )
         if "activation_checkpointing" in e:
             notes.append(f"ckpt time x{e['activation_checkpointing']['ratio_to_frozen']:.2f}")
+        if "compile_s" in e:
+            notes.append(f"compile {e['compile_s']:.1f} s, equal within tolerance={e['equal']['within_tolerance']}")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
-        for t in e["targets"]:
+        for t in e["targets"] or [{"metric": "none", "target": "(reported)", "met": None}]:
             table.add_row(
                 name,
                 fmt(e["project"]),
@@ -105,7 +108,7 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{e['ratio']:.3f}",
                 "-" if e["speedup"] is None else f"{e['speedup']:.2f}x",
                 f"{t['metric']} {t['target']}",
-                "[green]yes" if t["met"] else "[red]no",
+                "-" if t["met"] is None else "[green]yes" if t["met"] else "[red]no",
                 "; ".join(notes),
             )
             name, notes = "", []
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entries["batched_generation"] = bench_batched(args, lm)
         if "data_loader" in args.only:
             entries["data_loader"] = bench_data_loader(args, lm, entries.get("train_step"))
+        if "train_compiled" in args.only:
+            entries["train_compiled"] = bench_train_compiled(args, lm)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -12,7 +12,7 @@ import torch
 from frozen.core.tiny import save_tiny_lm
 from frozen.model.frozen_model import FrozenModel
 
-ENTRIES = ("train_step", "fewshot_shared_support", "batched_generation", "data_loader")
+ENTRIES = ("train_step", "fewshot_shared_support", "batched_generation", "data_loader", "train_compiled")
 DEFAULT_LM = "smollm2-135m-instruct-gguf"
 STOPS = ["\n"]  # what the evaluation harness stops generation at
 

@@ -22,7 +22,8 @@ TRAIN_VARIANTS = ("frozen", "plain", "frozen_ckpt")
 def train_setup(
     args: argparse.Namespace, lm: str
 ) -> tuple[Any, dict[str, Any], Callable[[str], None], Callable[[], None], Any, bool]:
-    """Model, synthetic batch, ``configure(variant)``, ``step()``, autocast context, bf16 flag."""
+    """Model, synthetic batch, ``configure(variant)``, ``step()`` (returns the StepResult), autocast context,
+    bf16 flag."""
     device = torch.device(args.device)
     bf16 = resolve_precision("auto", device) == "bf16"  # native bf16 hardware; else fp32 throughout
     model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32")
@@ -36,8 +37,8 @@ def train_setup(
         model.enable_activation_checkpointing(variant == "frozen_ckpt")
         perf.set_lm_weight_grads(model, variant == "plain")
 
-    def step() -> None:
-        train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
+    def step() -> Any:  # the StepResult (loss, grad norm)
+        return train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
 
     return model, batch, configure, step, autocast, bf16
 
