@@ -1,7 +1,7 @@
 """The scaling plan (docs/scaling.md): memory per GPU and time per step under ddp and fsdp, computed.
 
 LM parameter counts and shapes from the models' published configs, the bench's FLOPs-per-step formula
-(``frozen.bench.lib.analytic_step_flops``) and two numbers measured on CPU (:func:`measure_vision`); every other
+(``frozen.train.flops.analytic_step_flops``) and two numbers measured on CPU (:func:`measure_vision`); every other
 input is an assumption stated here and in the rendered document. ``scripts/scaling_plan.py`` writes it.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from frozen.bench import lib as perf
 from frozen.model.vision import build_vision
+from frozen.train.flops import analytic_step_flops, count_flops
 
 GIB = 2**30
 GPUS, GPU_GIB, PEAK_TFLOPS = 8, 80, 989.0  # 8 x H100/H200-class 80 GB, dense bf16 peak
@@ -46,7 +46,7 @@ def measure_vision() -> tuple[int, int, int]:
     vision = build_vision("nf_resnet50", pretrained=False)
     x = torch.rand(1, 3, IMAGE, IMAGE)
     with torch.no_grad():
-        flops = perf.count_flops(lambda: vision(x))
+        flops = count_flops(lambda: vision(x))
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ def plan(lm: LM, vision_flops: int, vision_act: int, vision_params: int) -> dict
     n_mapper = (2048 + 1) * K * lm.hidden  # linear: NF-ResNet-50's 2048 features -> k x D, with bias
     embed = lm.vocab * lm.hidden
     n_matmul = lm.params if lm.tied else lm.params - embed  # the input embedding is a lookup
-    flops = perf.analytic_step_flops(
+    flops = analytic_step_flops(
         int(n_matmul), tokens, vision_flops * BATCH, n_mapper, BATCH, lm_weight_grads=False
     )
     compute_s = flops / (GPUS * PEAK_TFLOPS * 1e12 * MFU)
@@ -143,7 +143,7 @@ so `fsdp` costs time where `ddp` fits. Pick `ddp` when the LM fits, `fsdp` when 
 
 ## How each number is computed
 
-- **FLOPs per step**: `frozen.bench.lib.analytic_step_flops` (the formula `make bench` checks against
+- **FLOPs per step**: `frozen.train.flops.analytic_step_flops` (the formula `make bench` checks against
   torch's FLOP counter, docs/bench.md): `4 * N_lm * tokens` for the frozen LM (forward plus the
   activation-gradient backward, no weight gradients) with `N_lm` the matmul parameters (an untied
   input embedding is a lookup and excluded) and `tokens = {BATCH} x {K + CAPTION_TOKENS}`, plus `3 x` the vision

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check (~10 minutes on one node), writing one JSON of results:
 #   1. make bench ARGS="--device cuda"          tokens/s and MFU of the train step (+ the other entries)
-#   2. 200 steps of the demo configuration in bf16 on one GPU
+#   2. 200 steps of the demo configuration in bf16 on one GPU, eager and with trainer.compile=true
+#      (each logs img/s, tok/s, padding and MFU every 20 steps; the JSON keeps the last and the median)
 #   3. DDP over NCCL on every visible GPU (num_gpus = visible GPUs)
 #   4. the same with trainer.strategy=fsdp (frozen LM sharded with FSDP2)
 #   5. make demo's evaluation of the 200-step export
@@ -43,11 +44,12 @@ DEMO=(experiment=demo_frozen trainer.device=cuda trainer.precision=bf16 trainer.
 BENCH_ARGS=(--device cuda --repeats 3 --out "$OUT/bench.json")
 declare -A CMDS=(
   [single]="train.py ${DEMO[*]} trainer.max_steps=200 trainer.ckpt_every=0 run_dir=$OUT/single"
+  [compiled]="train.py ${DEMO[*]} trainer.max_steps=200 trainer.ckpt_every=0 trainer.compile=true run_dir=$OUT/compiled"
   [ddp]="train.py ${DEMO[*]} trainer.max_steps=100 num_gpus=$NGPU per_gpu_batchsize=16 trainer.batch_size=$((16 * NGPU)) run_dir=$OUT/ddp"
   [fsdp]="train.py ${DEMO[*]} trainer.max_steps=100 num_gpus=$NGPU per_gpu_batchsize=16 trainer.batch_size=$((16 * NGPU)) trainer.strategy=fsdp run_dir=$OUT/fsdp"
   [eval]="evaluate.py eval=demo load_path=$OUT/single/export device=cuda precision=bf16 run_dir=$OUT/eval"
 )
-ORDER=(single ddp fsdp eval)
+ORDER=(single compiled ddp fsdp eval)
 
 declare -A SECONDS_TAKEN STATUS
 if [[ $DRY == 1 ]]; then
@@ -77,24 +79,38 @@ done
 status_json="${status_json%,}}"
 "$PY" - "$OUT" "$DRY" "$NGPU" "$status_json" <<'PYEOF'
 """Collect the runs' numbers into one JSON (what each run left behind; nothing is recomputed)."""
-import json, sys
+import json, statistics, sys
 from pathlib import Path
 
 out, dry, ngpu, runs = Path(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), json.loads(sys.argv[4])
+THROUGHPUT = ("img/s", "tok/s", "padding", "mfu")  # the training log's rates over each log interval
 def last_metrics(run):
     path = out / run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     rows = [r for r in rows if "loss" in r]
-    return {"final_step": rows[-1]["step"], "final_loss": rows[-1]["loss"], "img_per_s": rows[-1].get("img/s")} if rows else None
+    if not rows:
+        return None
+    # The first interval holds start-up (loader workers, CUDA context, compilation): the median is
+    # taken over the intervals after it, and the first is kept on its own.
+    steady = rows[1:] or rows
+    median = lambda k: statistics.median(r[k] for r in steady) if all(k in r for r in steady) else None
+    return {"final_step": rows[-1]["step"], "final_loss": rows[-1]["loss"],
+            "img_per_s": rows[-1].get("img/s"),
+            "first_interval": {k: rows[0].get(k) for k in THROUGHPUT},
+            "last_interval": {k: rows[-1].get(k) for k in THROUGHPUT},
+            "median_after_first": {k: median(k) for k in THROUGHPUT}}
 result = {"dry_run": dry, "num_gpus": ngpu, "runs": runs}
 if not dry:
     import torch
     result["gpu"] = torch.cuda.get_device_name(0)
     bench = out / "bench.json"
     if bench.exists():
-        train = json.loads(bench.read_text())["entries"].get("train_step", {})
+        entries = json.loads(bench.read_text())["entries"]
+        train = entries.get("train_step", {})
         result["bench_train_step"] = {k: train.get(k) for k in ("tokens_per_s", "mfu", "ratio", "config")}
-    for run in ("single", "ddp", "fsdp"):
+        compiled = entries.get("train_compiled", {})
+        result["bench_train_compiled"] = {k: compiled.get(k) for k in ("speedup", "ratio", "compile_s", "equal")}
+    for run in ("single", "compiled", "ddp", "fsdp"):
         runs[run]["metrics"] = last_metrics(run)
     results = out / "eval" / "results.json"
     if results.exists():

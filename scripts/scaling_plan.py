@@ -1,7 +1,7 @@
 """Write docs/scaling.md: memory per GPU and time per step under ddp and fsdp, before renting machines.
 
 Computed, not measured on GPUs: LM parameter counts and shapes from the models' published configs,
-the bench's FLOPs-per-step formula (``frozen.bench.lib.analytic_step_flops``), and two numbers measured here
+the bench's FLOPs-per-step formula (``frozen.train.flops.analytic_step_flops``), and two numbers measured here
 on CPU in seconds (NF-ResNet-50's forward FLOPs at 224 px with torch's FLOP counter, and the bytes it
 saves for backward). Every other input is an assumption stated in the document.
 ``--check`` exits 1 if docs/scaling.md differs from what this script writes (the test suite runs it).

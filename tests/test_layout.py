@@ -33,7 +33,7 @@ CORE_MAY_IMPORT = {"core", "errors"}  # the shared layer sits below every other 
 LAZY_ALLOWED = {
     "frozen": {"frozen.model"},
     "frozen.app.browser": {"playwright.sync_api"},
-    "frozen.bench.lib": {"easy_vqa", "transformers"},
+    "frozen.bench.lib": {"easy_vqa"},
     "frozen.cli": {"hydra.errors", "omegaconf.errors", "hydra._internal.utils"},
     "frozen.config": {"hydra.core.config_store"},
     "frozen.core.dist": {"torch.multiprocessing", "submitit.helpers"},
@@ -52,6 +52,7 @@ LAZY_ALLOWED = {
     "frozen.preflight": {"frozen.model.lm", "frozen.model.vision", "frozen.model.export"},
     "frozen.prep.easyvqa": {"easy_vqa"},
     "frozen.prep.shards": {"webdataset"},
+    "frozen.train.compiled": {"torch._inductor.cpp_builder"},
     "frozen.train.fsdp": {"transformers.modeling_layers", "torch.distributed.device_mesh", "torch.distributed.fsdp",
                           "torch.distributed", "torch.distributed.tensor"},
 }

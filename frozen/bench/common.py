@@ -14,6 +14,7 @@ from frozen.model.frozen_model import FrozenModel
 
 ENTRIES = (
     "train_step", "fewshot_shared_support", "batched_generation", "data_loader", "jpeg_decode", "train_packing",
+    "train_compiled",
 )
 DEFAULT_LM = "smollm2-135m-instruct-gguf"
 STOPS = ["\n"]  # what the evaluation harness stops generation at

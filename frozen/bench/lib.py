@@ -1,4 +1,5 @@
-"""Measurement helpers for ``scripts/bench.py``: workloads, train-step variants, peak memory, FLOPs.
+"""Measurement helpers for ``scripts/bench.py``: workloads, train-step variants, timing, peak memory
+(the FLOPs formulas and accelerator peaks are ``frozen.train.flops``).
 
 The step timed is the training loop's own (``frozen.train.step.train_step``). The *plain* variant
 is what a straightforward implementation does: the LM's parameters keep ``requires_grad=True`` but
@@ -13,36 +14,16 @@ import os
 import platform
 import resource
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 
 from frozen.data.collate import Collator
 from frozen.data.samples import Example
 from frozen.eval.episodes import build_easyvqa_binding, easyvqa_labels, episode_prompt, load_image
-
-# bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by a substring of torch.cuda.get_device_name().
-# Checked in order, so "H100" is tried before "H10" and "A100" before "A10".
-PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989.0),
-    ("H100", 989.0),
-    ("H800", 989.0),
-    ("GH200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("A800", 312.0),
-    ("L40S", 362.0),
-    ("L40", 181.0),
-    ("A6000", 155.0),
-    ("RTX 4090", 165.0),
-    ("L4", 121.0),
-    ("A10", 125.0),
-    ("V100", 125.0),
-    ("T4", 65.0),
-)
 
 _COLOURS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 _SHAPES = ("circle", "rectangle", "triangle")
@@ -169,8 +150,6 @@ def interleaved(fns: dict[str, Timed], repeats: int, device: torch.device) -> di
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, torch threads, library versions (+ GPU name on CUDA) for a benchmark report."""
-    import transformers
-
     cpuinfo = Path("/proc/cpuinfo")
     names = (
         [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
@@ -182,7 +161,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": version("transformers"),  # the installed distribution's, without importing it
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -243,47 +222,3 @@ def peak_rss_bytes() -> int:
     if kib is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS) cannot be reset
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib * 1024
-
-
-# ---------------------------------------------------------------------------------------- FLOPs
-def lm_matmul_params(lm: torch.nn.Module) -> int:
-    """LM parameters that take part in matmuls: all but an input embedding that is a mere lookup.
-
-    A tied embedding is counted once (it is the LM head's weight).
-    """
-    total = sum(p.numel() for p in lm.parameters())  # parameters() yields a tied weight once
-    inp, out = lm.get_input_embeddings().weight, lm.get_output_embeddings()
-    tied = out is not None and out.weight.data_ptr() == inp.data_ptr()
-    return total if tied else total - inp.numel()
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of matmuls, convolutions and attention executed by ``fn()`` (``torch.utils.flop_counter``)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def analytic_step_flops(
-    n_lm: int, lm_tokens: int, vision_forward_flops: int, n_mapper: int, batch_size: int, lm_weight_grads: bool
-) -> float:
-    """Model FLOPs of one train step.
-
-    LM: forward ``2·N·tokens`` plus backward ``2·N·tokens`` for activation gradients, plus another
-    ``2·N·tokens`` for weight gradients only when they are computed (the plain variant); attention
-    score FLOPs are left out (short sequences). Vision: 3x its counted forward (forward + input and
-    weight gradients). Mapper: ``6·N·B`` (one input vector per image).
-    """
-    lm_factor = 6 if lm_weight_grads else 4
-    return lm_factor * n_lm * lm_tokens + 3 * vision_forward_flops + 6 * n_mapper * batch_size
-
-
-def peak_tflops(device: torch.device, override: float | None = None) -> float | None:
-    """Dense bf16 peak of ``device`` in TFLOP/s from :data:`PEAK_BF16_TFLOPS` (None: unknown, or a CPU)."""
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)

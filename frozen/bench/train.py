@@ -13,6 +13,7 @@ import torch
 from frozen.bench import lib as perf
 from frozen.bench.common import load_model, median, side, target
 from frozen.core.precision import autocast_context, resolve_precision
+from frozen.train import flops
 from frozen.train.step import train_step  # the loop's own step
 
 TRAIN_VARIANTS = ("frozen", "plain", "frozen_ckpt")
@@ -21,7 +22,8 @@ TRAIN_VARIANTS = ("frozen", "plain", "frozen_ckpt")
 def train_setup(
     args: argparse.Namespace, lm: str
 ) -> tuple[Any, dict[str, Any], Callable[[str], None], Callable[[], None], Any, bool]:
-    """Model, synthetic batch, ``configure(variant)``, ``step()``, autocast context, bf16 flag."""
+    """Model, synthetic batch, ``configure(variant)``, ``step()`` (returns the StepResult), autocast context,
+    bf16 flag."""
     device = torch.device(args.device)
     bf16 = resolve_precision("auto", device) == "bf16"  # native bf16 hardware; else fp32 throughout
     model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32")
@@ -35,8 +37,8 @@ def train_setup(
         model.enable_activation_checkpointing(variant == "frozen_ckpt")
         perf.set_lm_weight_grads(model, variant == "plain")
 
-    def step() -> None:
-        train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
+    def step() -> Any:  # the StepResult (loss, grad norm)
+        return train_step(model, optimizer, params, [batch], device=device, autocast=autocast, grad_clip=1.0)
 
     return model, batch, configure, step, autocast, bf16
 
@@ -109,17 +111,17 @@ def bench_train_step(args: argparse.Namespace, lm: str) -> dict[str, Any]:
 
     # FLOPs: counted by torch's FlopCounterMode (one step each) and by the documented formula.
     configure("frozen")
-    counted = {"forward": perf.count_flops(forward), "frozen_step": perf.count_flops(step)}
+    counted = {"forward": flops.count_flops(forward), "frozen_step": flops.count_flops(step)}
     configure("plain")
-    counted["plain_step"] = perf.count_flops(step)
+    counted["plain_step"] = flops.count_flops(step)
     configure("frozen")
     with torch.no_grad():
-        vision_flops = perf.count_flops(lambda: model.vision(inputs[0]))
+        vision_flops = flops.count_flops(lambda: model.vision(inputs[0]))
     seq = model.num_prefix_tokens + batch["input_ids"].shape[1]
     tokens = args.train_batch * seq
-    n_lm, n_mapper = perf.lm_matmul_params(model.lm), sum(p.numel() for p in model.mapper.parameters())
+    n_lm, n_mapper = flops.lm_matmul_params(model.lm), sum(p.numel() for p in model.mapper.parameters())
     analytic = {
-        v: perf.analytic_step_flops(n_lm, tokens, vision_flops, n_mapper, args.train_batch, v == "plain")
+        v: flops.analytic_step_flops(n_lm, tokens, vision_flops, n_mapper, args.train_batch, v == "plain")
         for v in ("frozen", "plain")
     }
 
@@ -161,7 +163,7 @@ def bench_train_step(args: argparse.Namespace, lm: str) -> dict[str, Any]:
         },
         "tokens_per_s": tokens / med["frozen"],
     }
-    peak = perf.peak_tflops(device, args.peak_tflops)
+    peak = flops.peak_tflops(device, args.peak_tflops)
     if peak:
         entry["mfu"] = {
             "frozen": analytic["frozen"] / med["frozen"] / (peak * 1e12),

@@ -129,7 +129,7 @@ class TrainerConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     precision: str = "auto"  # auto (bf16 where supported, else fp32) | bf16 | fp16 | fp32
     device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False  # torch.compile the vision encoder + mapper
+    compile: bool = False  # torch.compile the training forward (vision encoder, mapper, frozen LM), dynamic shapes
     activation_checkpointing: bool = False  # recompute LM activations in backward (saves memory)
     blind: bool = False  # the paper's train-blind ablation: every image is replaced by zeros
     log_every: int = 10
@@ -140,6 +140,7 @@ class TrainerConfig:
     keep_last: int = 3
     max_nonfinite: int = 10  # consecutive skipped (non-finite) steps before the run stops
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    peak_tflops: float = 0.0  # accelerator peak for the log's MFU; 0: by GPU name (bf16 dense), none on CPU
     strategy: str = "ddp"  # ddp (every rank holds the whole LM) | fsdp (the frozen LM sharded over ranks, FSDP2)
     fsdp_cpu_offload: bool = False  # fsdp on CUDA: keep the LM's shards in host memory between uses
     # Signals that stop the run after the current step with a checkpoint (exit 75); [] keeps Python's defaults.
@@ -170,6 +171,10 @@ class TrainerConfig:
             (c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}"),
             (c.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {c.max_nonfinite}"),
             (c.threads >= 0, f"threads must be >= 0 (0 keeps torch's default), got {c.threads}"),
+            (c.peak_tflops >= 0, f"peak_tflops must be >= 0 (0: from the GPU's name), got {c.peak_tflops}"),
+            (not (c.compile and c.strategy == "fsdp"),
+             "compile=true is not supported with strategy=fsdp (the sharded LM's hooks are untested under "
+             "torch.compile); use strategy=ddp or compile=false"),
             one_of("strategy", c.strategy, STRATEGIES),
             *[(name in PREEMPT_SIGNALS, f"preempt_signals: unknown signal {name!r}; use names from "
                f"{', '.join(PREEMPT_SIGNALS)}") for name in c.preempt_signals],

@@ -38,6 +38,10 @@ def wandb_mode(requested: str) -> str:
     return "online" if auth else "offline"
 
 
+# What the progress bar (and a non-interactive console's line) shows of a step's metrics.
+STATS = ("loss", "lr", "img/s", "tok/s", "padding", "mfu")
+
+
 class RunLogger:
     """Console + jsonl + optional W&B for one run. Only rank 0 constructs an active logger."""
 
@@ -108,7 +112,7 @@ class RunLogger:
         self._jsonl.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
-        stats = "  ".join(_fmt(k, metrics[k]) for k in ("loss", "lr", "img/s") if k in metrics)
+        stats = "  ".join(_fmt(k, metrics[k]) for k in STATS if k in metrics)
         if self.progress is not None:
             self.progress.update(self._task, completed=step, stats=stats)
         # Non-interactive consoles (CI, log files) never redraw the bar: print a line now and then.
@@ -170,6 +174,8 @@ def _plain(value: Any) -> Any:
 def _fmt(key: str, value: float) -> str:
     if key == "lr":
         return f"lr {value:.2e}"
+    if key in ("padding", "mfu"):
+        return f"{key} {value:.1%}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{key} {value}"
     return f"{key} {value:.3f}" if key == "loss" else f"{key} {value:.1f}"

@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,12 @@ from frozen.model.export import TrainingFacts
 from frozen.model.frozen_model import FrozenModel
 from frozen.train import checkpoint as ckpt
 from frozen.train import resume
+from frozen.train.compiled import check_compile, compile_model
+from frozen.train.flops import lm_matmul_params, peak_tflops, vision_flops_per_image
 from frozen.train.fsdp import resident_lm_bytes, shard_lm
 from frozen.train.preempt import Preemption
 from frozen.train.step import train_step
+from frozen.train.throughput import StepFlops, Throughput
 from frozen.train.validate import validate
 
 
@@ -69,6 +71,8 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     device = info.device
     if t.threads:
         torch.set_num_threads(t.threads)
+    if t.compile:
+        check_compile(device)  # one line before anything loads: no C++ compiler (CPU) or no Triton (CUDA)
     micro_bs, accum = accumulation_steps(cfg, info.world_size)
     precision = resolve_precision(t.precision, device)
     autocast = autocast_context(precision, device)
@@ -91,7 +95,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ resume
     resume_from, start_step, skip_counter, nonfinite_total = resume.start_point(cfg, info, model, optimizer, scaler)
     if t.compile:
-        model.vision.compile()  # in place: state_dict keys stay unchanged
+        compile_model(model)  # the whole training forward, in place: state_dict keys stay unchanged
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
 
     # ------------------------------------------------------------------ data
@@ -132,6 +136,16 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
         f"{lm_held / 2**20:.1f} of {lm_whole / 2**20:.1f} MiB) | run dir {run_dir}"
         + (f" | resumed from {resume_from} at step {start_step}" if resume_from else "")
     )
+    peak = peak_tflops(device, t.peak_tflops)
+    step_flops = StepFlops(  # counted only where MFU is reported (a peak is known): one eval-mode forward
+        n_lm=lm_matmul_params(model.lm),
+        n_mapper=sum(p.numel() for p in model.mapper.parameters()),
+        vision_flops_per_image=vision_flops_per_image(model.vision, cfg.model.image_size, device),
+        lm_weight_grads=cfg.lm.trainable or cfg.lm.from_scratch,
+    ) if peak else None
+    throughput = Throughput(
+        cfg.model.num_prefix_tokens, device=device, world_size=info.world_size, step_flops=step_flops, peak_tflops=peak
+    )
     save_checkpoint = functools.partial(ckpt.save_run, cfg, info, model, optimizer, scaler, log=logger.print)
 
     # ------------------------------------------------------------------ steps
@@ -140,14 +154,15 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     preemption = Preemption(t.preempt_signals, info, device)
     try:
         preemption.__enter__()  # handlers only set a flag, read once per step below
+        throughput.start()  # each log line's rates cover everything since the previous one
         for step in range(start_step, t.max_steps):
-            tic = time.perf_counter()
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             micro_batches = [next(batches) for _ in range(accum)]
             for b in micro_batches:
                 skip_counter.update(b)
+            throughput.add(micro_batches)
             result = train_step(
                 ddp_model,
                 optimizer,
@@ -181,12 +196,11 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
                 loss_value = global_loss.item()
             done = step + 1
             if done % t.log_every == 0 or done == t.max_steps or not finite:
-                elapsed = time.perf_counter() - tic
                 metrics = {
                     "loss": global_loss.item(),
                     "lr": lr,
                     "grad_norm": float(grad_norm),
-                    "img/s": t.batch_size / elapsed,
+                    **throughput.metrics(),  # img/s, tok/s, padding (+ mfu) since the previous log line
                     "nonfinite_steps": nonfinite_total,
                     "skipped_samples": skip_counter.total(),
                 }

@@ -29,12 +29,16 @@ def test_gpu_check_dry_run_parses_every_command(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["dry_run"] is True
     assert {name: run["status"] for name, run in report["runs"].items()} == dict.fromkeys(
-        ("bench", "single", "ddp", "fsdp", "eval"), "parsed"
+        ("bench", "single", "compiled", "ddp", "fsdp", "eval"), "parsed"
     )
     # What Hydra composed is what the GPU run would train: the switches reached the configs.
     single, ddp, fsdp = (yaml.safe_load((tmp_path / f"{n}.cfg.yaml").read_text()) for n in ("single", "ddp", "fsdp"))
     assert single["trainer"]["max_steps"] == 200 and single["trainer"]["precision"] == "bf16"
     assert single["trainer"]["device"] == "cuda" and single["name"] == "demo_frozen"
+    compiled = yaml.safe_load((tmp_path / "compiled.cfg.yaml").read_text())
+    assert compiled["trainer"]["compile"] is True and single["trainer"]["compile"] is False
+    assert {k: v for k, v in compiled["trainer"].items() if k != "compile"} == {
+        k: v for k, v in single["trainer"].items() if k != "compile"}, "the compiled run differs only in compile"
     assert ddp["num_gpus"] == 2 and ddp["trainer"]["strategy"] == "ddp" and ddp["trainer"]["batch_size"] == 32
     assert fsdp["trainer"]["strategy"] == "fsdp"
     evaluation = yaml.safe_load((tmp_path / "eval.cfg.yaml").read_text())
