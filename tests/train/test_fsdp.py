@@ -8,21 +8,15 @@ import json
 import shutil
 
 import pytest
-from trainkit import assert_same_weights, losses, make_cfg, trained_weights
+from trainkit import assert_same_weights, losses, make_cfg, train_in_worker, trained_weights
 
 from frozen.errors import FrozenConfigError
-
-
-def _train_in_worker(cfg):
-    from frozen.train.loop import train
-
-    train(cfg)
 
 
 def _spawn(cfg):
     from frozen.core import dist
 
-    dist.spawn(_train_in_worker, (dataclasses.replace(cfg, num_gpus=2),), num_local=2)
+    dist.spawn(train_in_worker, (dataclasses.replace(cfg, num_gpus=2),), num_local=2)
 
 
 def _with(cfg, **trainer):

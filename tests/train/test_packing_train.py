@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from trainkit import assert_same_weights, losses, make_cfg, metrics, trained_weights, write_varied_shard
+from trainkit import (
+    assert_same_weights,
+    assert_two_ranks_equal_one_process,
+    losses,
+    make_cfg,
+    resume_run,
+    train_in_worker,
+    trained_weights,
+    write_varied_shard,
+)
 
 from frozen.config import register_configs
 from frozen.preflight import PreflightError, check_train
@@ -29,17 +38,6 @@ def packing_data(tmp_path_factory):
     write_varied_shard(root / "coco" / "captions-val-000000.tar", 8)
     return root
 
-
-def _resume(cfg, kill_after: int, ckpt_at: int, total: int, checked: bool = False):
-    """Train to ``kill_after`` with a checkpoint at ``ckpt_at``, lose the later state, restart to ``total``."""
-    from frozen.train import checkpoint as ckpt
-    from frozen.train.loop import train
-
-    cut = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=kill_after, ckpt_every=ckpt_at))
-    train(cut, checked=checked)
-    for later in range(ckpt_at + 1, kill_after + 1):
-        ckpt.checkpoint_path(cut.run_dir, later).unlink(missing_ok=True)
-    return train(dataclasses.replace(cut, trainer=dataclasses.replace(cut.trainer, max_steps=total)), checked=checked)
 
 
 def _packed(tmp, data_root, lm_dir, packing=True, **trainer):
@@ -66,15 +64,10 @@ def test_packed_training_equals_padded_training_and_resumes_exactly(tmp_path, pa
         assert losses(packed.run_dir)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
     assert_same_weights(trained_weights(padded.run_dir), trained_weights(packed.run_dir), rtol=1e-3, atol=2e-5)
 
-    _resume(_packed(tmp_path / "cut", packing_data, llama), kill_after=5, ckpt_at=3, total=6)
+    resume_run(_packed(tmp_path / "cut", packing_data, llama), kill_after=5, ckpt_at=3, total=6)
     assert_same_weights(trained_weights(packed.run_dir), trained_weights(tmp_path / "cut"))
     assert losses(packed.run_dir) == losses(tmp_path / "cut")
 
-
-def _train_in_worker(cfg):
-    from frozen.train.loop import train
-
-    train(cfg)
 
 
 def test_two_gloo_ranks_with_packing_equal_one_process(tmp_path, packing_data, tiny_gpt2):
@@ -84,13 +77,8 @@ def test_two_gloo_ranks_with_packing_equal_one_process(tmp_path, packing_data, t
     one = _parallel(tmp_path / "one", packing_data, tiny_gpt2)
     train(one)
     two = dataclasses.replace(_parallel(tmp_path / "two", packing_data, tiny_gpt2), num_gpus=2)
-    dist.spawn(_train_in_worker, (two,), num_local=2)
-    for key in ("grad_norm", "loss"):
-        a, b = metrics(one.run_dir, key), metrics(two.run_dir, key)
-        assert a.keys() == b.keys() == {1, 2}
-        for step in a:
-            assert b[step] == pytest.approx(a[step], rel=1e-4), f"{key} at step {step}: 1x8 {a[step]} vs 2x4 {b[step]}"
-    assert_same_weights(trained_weights(one.run_dir), trained_weights(two.run_dir), rtol=1e-3, atol=2e-5)
+    dist.spawn(train_in_worker, (two,), num_local=2)
+    assert_two_ranks_equal_one_process(one.run_dir, two.run_dir)
 
 
 def _coco(tmp_path, data_root, lm_dir, *overrides):
@@ -110,7 +98,7 @@ def test_coco_preset_trains_packed_and_resumes_exactly(tmp_path, packing_data, t
     train(OmegaConf.to_object(full), checked=True)
     assert set(losses(tmp_path / "full")) == set(range(1, 7))
     cut = OmegaConf.to_object(_coco(tmp_path / "cut", packing_data, tiny_lm_dirs["llama"]))
-    _resume(cut, kill_after=5, ckpt_at=3, total=6, checked=True)
+    resume_run(cut, kill_after=5, ckpt_at=3, total=6, checked=True)
     assert_same_weights(trained_weights(tmp_path / "full"), trained_weights(tmp_path / "cut"))
     assert losses(tmp_path / "full") == losses(tmp_path / "cut")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import losses, make_cfg, trained_weights
+from trainkit import losses, make_cfg, train_in_worker, trained_weights
 
 from frozen.config import LoggerConfig, TrainConfig, TrainerConfig
 from frozen.errors import FrozenConfigError
@@ -85,11 +85,6 @@ def test_resume_with_another_model_config_fails(tmp_path, caption_data, tiny_gpt
         train(other)
 
 
-def _train_in_worker(cfg):
-    from frozen.train.loop import train
-
-    train(cfg)
-
 
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, caption_data, tiny_gpt2):
     from frozen.core import dist
@@ -102,7 +97,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(tmp_path, cap
         num_gpus=2,
         per_gpu_batchsize=4,
     )
-    dist.spawn(_train_in_worker, (two,), num_local=2)
+    dist.spawn(train_in_worker, (two,), num_local=2)
     a, b = trained_weights(one.run_dir), trained_weights(two.run_dir)
     # Equal up to float summation order: Adam's normalisation turns ~1e-8 gradient noise into weight
     # differences of ~0.4% of lr (here ~4e-6); a wrong loss scale or batch would differ by ~lr (1e-3).

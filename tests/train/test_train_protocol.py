@@ -8,7 +8,17 @@ import dataclasses
 
 import pytest
 import torch
-from trainkit import assert_same_weights, losses, make_cfg, metrics, trained_weights, write_varied_shard
+from trainkit import (
+    assert_same_weights,
+    assert_two_ranks_equal_one_process,
+    losses,
+    make_cfg,
+    metrics,
+    resume_run,
+    train_in_worker,
+    trained_weights,
+    write_varied_shard,
+)
 
 # Per epoch of bad/train-000000.tar (20 samples, batch 4, no shuffle, no workers), by hand:
 #   batch 1: samples 0-3;  sample 4 has no caption (counted while batch 2 is filled);  batch 2: 5-8
@@ -27,17 +37,6 @@ def varied_data(tmp_path_factory):
     write_varied_shard(root / "par" / "train-000000.tar", 32)
     return root
 
-
-def _resume(cfg, kill_after: int, ckpt_at: int, total: int):
-    """Train to ``kill_after`` with a checkpoint at ``ckpt_at``, lose the later state, restart to ``total``."""
-    from frozen.train import checkpoint as ckpt
-    from frozen.train.loop import train
-
-    cut = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=kill_after, ckpt_every=ckpt_at))
-    train(cut)
-    for later in range(ckpt_at + 1, kill_after + 1):
-        ckpt.checkpoint_path(cut.run_dir, later).unlink(missing_ok=True)
-    return train(dataclasses.replace(cut, trainer=dataclasses.replace(cut.trainer, max_steps=total)))
 
 
 def test_resume_is_exact_with_dropout_shuffling_and_workers(tmp_path, varied_data, tiny_gpt2):
@@ -64,12 +63,12 @@ def test_resume_is_exact_with_dropout_shuffling_and_workers(tmp_path, varied_dat
     assert len({k for batch in keys for k in batch}) == 24, "6 batches of 4 different samples"
 
     train(cfg)
-    _resume(make_cfg(tmp_path / "cut", varied_data, tiny_gpt2, **kwargs), kill_after=5, ckpt_at=3, total=6)
+    resume_run(make_cfg(tmp_path / "cut", varied_data, tiny_gpt2, **kwargs), kill_after=5, ckpt_at=3, total=6)
     assert_same_weights(trained_weights(cfg.run_dir), trained_weights(tmp_path / "cut"))
     assert losses(cfg.run_dir) == losses(tmp_path / "cut")
 
 
-def test_bad_data_counts_are_exact_through_training_and_across_a_resume(tmp_path, varied_data, tiny_gpt2):
+def test_bad_data_counts_are_exact_through_training_and_across_aresume_run(tmp_path, varied_data, tiny_gpt2):
     from frozen.train import checkpoint as ckpt
     from frozen.train.loop import train
 
@@ -84,16 +83,11 @@ def test_bad_data_counts_are_exact_through_training_and_across_a_resume(tmp_path
 
     # Checkpoint after batch 3 (sample 4's count already in it), killed after 5, resumed to 6: the
     # skipped batches are not counted again, the checkpoint's counts are not forgotten.
-    resumed = _resume(make_cfg(tmp_path / "cut", varied_data, tiny_gpt2, **kwargs), kill_after=5, ckpt_at=3, total=6)
+    resumed = resume_run(make_cfg(tmp_path / "cut", varied_data, tiny_gpt2, **kwargs), kill_after=5, ckpt_at=3, total=6)
     assert metrics(tmp_path / "cut", "skipped_samples") == SKIPPED_AFTER_STEP
     assert resumed["skipped_samples"] == 6
     assert ckpt.load(ckpt.latest_checkpoint(tmp_path / "cut"))["data"] == state["data"]
 
-
-def _train_in_worker(cfg):
-    from frozen.train.loop import train
-
-    train(cfg)
 
 
 def test_data_parallel_gradient_is_the_global_mean_with_unequal_tokens_per_rank(tmp_path, varied_data, tiny_gpt2):
@@ -107,13 +101,8 @@ def test_data_parallel_gradient_is_the_global_mean_with_unequal_tokens_per_rank(
     one = make_cfg(tmp_path / "one", varied_data, tiny_gpt2, **kwargs)
     train(one)
     two = dataclasses.replace(make_cfg(tmp_path / "two", varied_data, tiny_gpt2, **kwargs), num_gpus=2)
-    dist.spawn(_train_in_worker, (two,), num_local=2)
-    for key in ("grad_norm", "loss"):
-        a, b = metrics(one.run_dir, key), metrics(two.run_dir, key)
-        assert a.keys() == b.keys() == {1, 2}
-        for step in a:
-            assert b[step] == pytest.approx(a[step], rel=1e-4), f"{key} at step {step}: 1x8 {a[step]} vs 2x4 {b[step]}"
-    assert_same_weights(trained_weights(one.run_dir), trained_weights(two.run_dir), rtol=1e-3, atol=2e-5)
+    dist.spawn(train_in_worker, (two,), num_local=2)
+    assert_two_ranks_equal_one_process(one.run_dir, two.run_dir)
 
 
 @pytest.mark.parametrize("blind", [True, False])

@@ -3,6 +3,7 @@ shards whose batches differ (so batch order, dropped batches and token counts ar
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -76,6 +77,37 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
             torch.testing.assert_close(a[name], b[name], **tol, msg=lambda m: f"{name}: {m}")
         else:
             assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def train_in_worker(cfg) -> None:
+    """``dist.spawn`` target: one rank's ``train(cfg)`` (module level, so that it pickles)."""
+    from frozen.train.loop import train
+
+    train(cfg)
+
+
+def resume_run(cfg, kill_after: int, ckpt_at: int, total: int, checked: bool = False):
+    """Train to ``kill_after`` with a checkpoint at ``ckpt_at``, lose the later state, restart to ``total``."""
+    from frozen.train import checkpoint as ckpt
+    from frozen.train.loop import train
+
+    cut = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=kill_after, ckpt_every=ckpt_at))
+    train(cut, checked=checked)
+    for later in range(ckpt_at + 1, kill_after + 1):
+        ckpt.checkpoint_path(cut.run_dir, later).unlink(missing_ok=True)
+    return train(dataclasses.replace(cut, trainer=dataclasses.replace(cut.trainer, max_steps=total)), checked=checked)
+
+
+def assert_two_ranks_equal_one_process(one_dir, two_dir) -> None:
+    """The 2-step runs of 1 process x 8 and 2 ranks x 4: same gradient norm and loss per step, same weights."""
+    import pytest
+
+    for key in ("grad_norm", "loss"):
+        a, b = metrics(one_dir, key), metrics(two_dir, key)
+        assert a.keys() == b.keys() == {1, 2}
+        for step in a:
+            assert b[step] == pytest.approx(a[step], rel=1e-4), f"{key} at step {step}: 1x8 {a[step]} vs 2x4 {b[step]}"
+    assert_same_weights(trained_weights(one_dir), trained_weights(two_dir), rtol=1e-3, atol=2e-5)
 
 
 WORDS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
