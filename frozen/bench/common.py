@@ -63,6 +63,16 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def run_config(args: Any, bf16: bool, **entry: Any) -> dict[str, Any]:
+    """An entry's ``config``: the LM, backbone and image size, the entry's own settings, then precision,
+    device, threads and repeats (the fields every train-step entry reports)."""
+    return {
+        "lm": args.lm, "backbone": args.backbone, "image_size": args.image_size, **entry,
+        "lm_dtype": "bfloat16" if bf16 else "float32", "autocast": "bf16" if bf16 else "none",
+        "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
+    }
+
+
 def side(what: str, values: list[float], unit: str = "s") -> dict[str, Any]:
     return {"what": what, "median": median(values), "unit": unit, "values": values}
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from frozen.bench import lib as perf
-from frozen.bench.common import median, side
+from frozen.bench.common import median, run_config, side
 from frozen.bench.train import train_setup
 from frozen.train.compiled import check_compile, compile_model
 
@@ -58,19 +58,10 @@ def bench_train_compiled(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     times = perf.interleaved({"compiled": compiled_step, "eager": eager_step}, args.repeats, device)
     med = {name: median(values) for name, values in times.items()}
     return {
-        "config": {
-            "lm": args.lm,
-            "backbone": args.backbone,
-            "image_size": args.image_size,
-            "batch": args.train_batch,
-            "seq_len": compiled.num_prefix_tokens + batch["input_ids"].shape[1],
-            "lm_dtype": "bfloat16" if bf16 else "float32",
-            "autocast": "bf16" if bf16 else "none",
-            "compile": "FrozenModel.compile(dynamic=True) (what trainer.compile=true does)",
-            "device": args.device,
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
-        },
+        "config": run_config(
+            args, bf16, batch=args.train_batch, seq_len=compiled.num_prefix_tokens + batch["input_ids"].shape[1],
+            compile="FrozenModel.compile(dynamic=True) (what trainer.compile=true does)",
+        ),
         "project": side("trainer.compile=true: one optimizer step", times["compiled"]),
         "baseline": side("eager: one optimizer step", times["eager"]),
         "ratio": med["compiled"] / med["eager"],

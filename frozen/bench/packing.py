@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from frozen.bench import lib as perf
-from frozen.bench.common import load_model, median, side, target
+from frozen.bench.common import load_model, median, run_config, side, target
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.collate import IGNORE_INDEX, Collator, lm_positions
 from frozen.data.packing import PackedCollator
@@ -104,14 +104,11 @@ def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     speedup = median(rate["packed"]) / median(rate["padded"])
     tolerance = 2e-2 if bf16 else 1e-4
     entry: dict[str, Any] = {
-        "config": {
-            "lm": args.lm, "backbone": args.backbone, "image_size": args.image_size, "k": k,
-            "batch": args.packing_batch, "batches": args.packing_batches, "max_length": MAX_LENGTH,
-            "row_length": MAX_LENGTH + k, "caption_tokens_mean": tokens / sum(map(len, batches)),
-            "caption_tokens_max": max(int(b["attention_mask"].sum(1).max()) for b in padded),
-            "lm_dtype": "bfloat16" if bf16 else "float32", "autocast": "bf16" if bf16 else "none",
-            "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
-        },
+        "config": run_config(
+            args, bf16, k=k, batch=args.packing_batch, batches=args.packing_batches, max_length=MAX_LENGTH,
+            row_length=MAX_LENGTH + k, caption_tokens_mean=tokens / sum(map(len, batches)),
+            caption_tokens_max=max(int(b["attention_mask"].sum(1).max()) for b in padded),
+        ),
         "project": side("packed batch: real caption tokens per second", rate["packed"], "tok/s"),
         "baseline": side("padded batch: real caption tokens per second", rate["padded"], "tok/s"),
         "ratio": speedup,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from frozen.bench import lib as perf
-from frozen.bench.common import load_model, median, side, target
+from frozen.bench.common import load_model, median, run_config, side, target
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.train import flops
 from frozen.train.step import train_step  # the loop's own step
@@ -126,21 +126,10 @@ def bench_train_step(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     }
 
     entry: dict[str, Any] = {
-        "config": {
-            "lm": args.lm,
-            "backbone": args.backbone,
-            "image_size": args.image_size,
-            "k": model.num_prefix_tokens,
-            "batch": args.train_batch,
-            "seq_len": seq,
-            "caption_tokens": int(batch["attention_mask"].sum(1).float().mean()),
-            "lm_dtype": "bfloat16" if bf16 else "float32",
-            "autocast": "bf16" if bf16 else "none",
-            "native_bf16": bf16,
-            "device": args.device,
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
-        },
+        "config": run_config(
+            args, bf16, k=model.num_prefix_tokens, batch=args.train_batch, seq_len=seq,
+            caption_tokens=int(batch["attention_mask"].sum(1).float().mean()), native_bf16=bf16,
+        ),
         "project": side("frozen LM (requires_grad=False): one optimizer step", times["frozen"]),
         "baseline": side("LM weights requires_grad=True, not in the optimizer", times["plain"]),
         "ratio": med["frozen"] / med["plain"],
