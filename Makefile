@@ -87,7 +87,7 @@ TASKS ?= frozen_easyvqa
 LIMIT ?=
 LMMS_ARGS ?=
 
-$(LMMS_STAMP): $(STAMP)
+$(LMMS_STAMP): $(STAMP) pyproject.toml
 	@test -x $(LMMS_PY) || $(PYTHON) -m venv $(LMMS_VENV)
 	$(PY) -c 'import os, sysconfig; p = sysconfig.get_paths(); \
 		print("".join(f"import site; site.addsitedir({os.path.abspath(d)!r})\n" \

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from frozen.bench import lib as perf  # noqa: E402
+from frozen.bench.caption_lengths import load_table  # noqa: E402
 from frozen.bench.common import DEFAULT_LM, ENTRIES, resolve_lm  # noqa: E402
 from frozen.bench.compiled import bench_train_compiled  # noqa: E402
 from frozen.bench.data import bench_data_loader  # noqa: E402
@@ -26,6 +27,8 @@ from frozen.bench.generation import bench_batched, bench_fewshot  # noqa: E402
 from frozen.bench.jpeg import bench_jpeg_decode  # noqa: E402
 from frozen.bench.packing import bench_train_packing  # noqa: E402
 from frozen.bench.train import bench_train_step, memory_probe  # noqa: E402
+from frozen.cli import report as report_error  # noqa: E402
+from frozen.errors import FrozenError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ENTRIES)}")
     p.add_argument("--out", default="outputs/bench/bench.json")
     p.add_argument("--train-batch", type=int, default=8)
-    p.add_argument("--packing-batch", type=int, default=64, help="batch of train_packing (COCO-length captions)")
+    p.add_argument("--packing-batch", type=int, default=64, help="batch of train_packing (real caption lengths)")
+    p.add_argument("--caption-lengths", default=None,
+                   help="train_packing's caption-length table (scripts/caption_lengths.py); default: CC3M val, SmolLM2")
     p.add_argument("--packing-batches", type=int, default=4, help="batches (one step each) per train_packing repeat")
     p.add_argument("--gen-batch", type=int, default=16, help="batch size of both sides of fewshot_shared_support")
     p.add_argument("--queries", type=int, default=25, help="queries of fewshot_shared_support")
@@ -140,6 +145,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.memory_probe:
         print(json.dumps(memory_probe(args)))
         return {}
+    if "train_packing" in args.only:
+        try:  # a bad table is one line before any entry runs
+            load_table(args.caption_lengths)
+        except FrozenError as err:
+            report_error(err)
     with tempfile.TemporaryDirectory(prefix="frozen-bench-") as tmp:
         lm = resolve_lm(args, Path(tmp))
         report: dict[str, Any] = {

@@ -1,15 +1,17 @@
 """The ``train_packing`` entry: real caption tokens per second of one train step, packed vs padded batch.
 
 Both sides run the training loop's own step (:func:`frozen.train.step.train_step`) on the same
-``--packing-batches`` batches of 64 examples (random images, COCO-length captions; several batches,
+``--packing-batches`` batches of 64 examples (random images, captions of real lengths; several batches,
 because one batch's longest caption decides its padding): each collated by :class:`~frozen.data.collate.Collator`
 (each row padded to the batch's longest caption), one by :class:`~frozen.data.packing.PackedCollator`
 (rows of up to ``max_length + k`` positions, no padding computed). The real caption tokens (caption +
 EOS) are the same on both sides, so the tokens/s ratio is the step-time ratio. Before timing, the
 loss and the encoder/mapper gradients of the first batch, padded and packed, are compared on the same weights.
 
-Caption lengths: :data:`COCO_WORDS_PER_CAPTION` (see docs/bench.md for its source), turned into
-captions of that many words drawn from :data:`COCO_WORDS` and tokenised by the LM's own tokenizer.
+Caption lengths: drawn from a histogram of real captions' lengths in the LM's tokens
+(:data:`frozen.bench.caption_lengths.CC3M_VAL_SMOLLM2`, CC3M's validation captions with SmolLM2's
+tokenizer, or ``--caption-lengths FILE`` from ``scripts/caption_lengths.py``); each caption is made of
+that many single-token words (:data:`WORDS`), checked to tokenise to exactly the drawn length.
 """
 
 from __future__ import annotations
@@ -21,19 +23,17 @@ from typing import Any
 import torch
 
 from frozen.bench import lib as perf
+from frozen.bench.caption_lengths import describe, load_table, token_counts
 from frozen.bench.common import load_model, median, run_config, side, target
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.data.collate import IGNORE_INDEX, Collator, lm_positions
 from frozen.data.packing import PackedCollator
 from frozen.data.samples import Example
+from frozen.errors import FrozenError
 from frozen.train.step import train_step
 
-# Words per COCO caption -> share per mille (docs/bench.md, "train_packing": source and caveats).
-COCO_WORDS_PER_CAPTION = {
-    6: 5, 7: 20, 8: 200, 9: 205, 10: 180, 11: 120, 12: 85, 13: 55, 14: 35, 15: 25, 16: 17, 17: 12, 18: 9,
-    19: 7, 20: 5, 22: 6, 25: 5, 30: 4, 35: 3, 40: 1, 49: 1,
-}
-COCO_WORDS = (
+# Caption words, each kept only if it is one token after a space in the LM's tokenizer.
+WORDS = (
     "a man woman people two group of on in with the and is are sitting standing riding holding next to near "
     "table street dog cat plate pizza train bus kitchen bathroom toilet sink giraffe elephants zebra field "
     "grass tennis racket court baseball bat skateboard surfboard wave beach snow skis umbrella clock tower "
@@ -42,16 +42,23 @@ COCO_WORDS = (
 MAX_LENGTH = 64  # data.max_length of the COCO and CC3M presets
 
 
-def coco_examples(batch: int, image_size: int, seed: int = 0) -> list[Example]:
-    """``batch`` caption examples whose word counts follow :data:`COCO_WORDS_PER_CAPTION`."""
+def caption_examples(batch: int, image_size: int, counts: dict[int, int], tokenizer: Any,
+                     seed: int = 0) -> list[Example]:
+    """``batch`` caption examples whose token counts (caption + EOS) are drawn from ``counts``
+    (length -> number of captions); one token per word, checked with ``tokenizer``."""
+    words = [w for w in WORDS if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
     rng = random.Random(seed)
-    lengths = rng.choices(list(COCO_WORDS_PER_CAPTION), weights=list(COCO_WORDS_PER_CAPTION.values()), k=batch)
+    lengths = rng.choices(list(counts), weights=list(counts.values()), k=batch)
+    targets = ["".join(" " + rng.choice(words) for _ in range(n - 1)) for n in lengths]  # n - 1 words + EOS
+    got = token_counts([t[1:] for t in targets], tokenizer)
+    if got != lengths:  # a tokenizer that merges across spaces would break the drawn distribution
+        raise FrozenError(f"train_packing: captions tokenised to other lengths than drawn ({got[:5]} vs "
+                          f"{lengths[:5]}); this LM's tokenizer joins words across spaces")
     g = torch.Generator().manual_seed(seed)
     return [
-        Example(key=f"coco{i}", kind="caption", prompt="", meta={},
-                target=" " + " ".join(rng.choice(COCO_WORDS) for _ in range(n)) + ".",
+        Example(key=f"cap{i}", kind="caption", prompt="", meta={}, target=target,
                 image=torch.rand(3, image_size, image_size, generator=g))
-        for i, n in enumerate(lengths)
+        for i, target in enumerate(targets)
     ]
 
 
@@ -72,12 +79,15 @@ def _loss_and_grads(model: Any, batch: dict[str, Any], device: torch.device, aut
 
 
 def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
+    lengths = load_table(args.caption_lengths)  # a bad file fails here, before the LM loads
+    counts = {n: c for n, c in lengths["counts"].items() if c}
     device = torch.device(args.device)
     bf16 = resolve_precision("auto", device) == "bf16"
     model = load_model(args, lm, lm_dtype="bfloat16" if bf16 else "float32").train()
     autocast = autocast_context("bf16" if bf16 else "fp32", device)
     k = model.num_prefix_tokens
-    batches = [coco_examples(args.packing_batch, args.image_size, seed=s) for s in range(args.packing_batches)]
+    batches = [caption_examples(args.packing_batch, args.image_size, counts, model.tokenizer, seed=s)
+               for s in range(args.packing_batches)]
     padded = [Collator(model.tokenizer, MAX_LENGTH)(examples) for examples in batches]
     packed = [PackedCollator(model.tokenizer, MAX_LENGTH, k)(examples) for examples in batches]
 
@@ -108,6 +118,8 @@ def bench_train_packing(args: argparse.Namespace, lm: str) -> dict[str, Any]:
             args, bf16, k=k, batch=args.packing_batch, batches=args.packing_batches, max_length=MAX_LENGTH,
             row_length=MAX_LENGTH + k, caption_tokens_mean=tokens / sum(map(len, batches)),
             caption_tokens_max=max(int(b["attention_mask"].sum(1).max()) for b in padded),
+            caption_lengths={key: lengths[key] for key in ("source", "sha256", "tokenizer", "captions")
+                             if key in lengths} | {"stats": describe(counts)},
         ),
         "project": side("packed batch: real caption tokens per second", rate["packed"], "tok/s"),
         "baseline": side("padded batch: real caption tokens per second", rate["padded"], "tok/s"),

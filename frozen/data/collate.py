@@ -64,7 +64,7 @@ class Collator:
         """Collate decoded examples (``image`` already a tensor ``[3, S, S]``).
 
         Returns:
-            images: float ``[B, 3, S, S]`` in ``[0, 1]``
+            images: ``[B, 3, S, S]`` as the examples hold them (training uint8, evaluation float in [0, 1])
             input_ids: long ``[B, T]``, right-padded with ``pad_id``; T = longest sequence <= max_length
             attention_mask: long ``[B, T]``, 1 on real tokens (EOS included), 0 on padding
             labels: long ``[B, T]``, input_ids with -100 on prompt tokens and padding

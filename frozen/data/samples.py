@@ -333,7 +333,7 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
 
 def decode_example(example: Example, transform: Callable[[Image.Image], "torch.Tensor"], counts: Counter,
                    target: int | None = None) -> Example | None:
-    """Decode ``example.image`` in place to a float ``[3, S, S]`` (:func:`decode_image`); None (counted) if corrupt."""
+    """Decode ``example.image`` in place to ``transform``'s ``[3, S, S]`` (:func:`decode_image`); None if corrupt."""
     try:
         example.image = transform(decode_image(example.image, target))
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)

@@ -25,6 +25,7 @@ import random
 from collections import Counter
 from typing import Any, Iterable, Iterator, Sequence
 
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from frozen.config import DataConfig, SampleTextConfig
@@ -140,7 +141,9 @@ class TrainStream(IterableDataset):
         counts: Counter = Counter()
         rng = random.Random(f"{self.seed}:shuffle:{slot}")
         shuffled = _shuffle(self._examples(slot, slots, counts), self.cfg.shuffle_buffer, rng)
-        transform = image_transform(self.image_size)
+        # uint8 pixels: a quarter of the bytes through worker queues, pinned memory and the host-to-device
+        # copy; FrozenModel.encode_images makes them the same float32 values on the device.
+        transform = image_transform(self.image_size, torch.uint8)
         for index, group in enumerate(_chunks(shuffled, self.batch_size)):
             if index < to_skip:
                 continue  # resumed: these batches were consumed before; their images are never decoded

@@ -16,7 +16,7 @@ from PIL import Image
 from frozen.config import ModelConfig
 from frozen.errors import ContextLengthError, InputError
 from frozen.model.prompts import Layout, Prompt, TokenizedPrompt
-from frozen.model.vision import check_images
+from frozen.model.vision import check_images, to_unit_float
 
 ImageInput = Image.Image | torch.Tensor
 EMPTY_PROMPT = "empty prompt: give some text or at least one <image>"
@@ -50,7 +50,7 @@ def _image_tensor(model: PrefixModel, image: ImageInput) -> torch.Tensor:
     if torch.is_tensor(image):
         # Checked one by one: stacking images of different sizes would fail with torch's own message.
         check_images(image.unsqueeze(0) if image.dim() == 3 else image, model.model_cfg.image_size)
-        return image if image.dim() == 3 else image.squeeze(0)
+        return to_unit_float(image if image.dim() == 3 else image.squeeze(0))  # uint8 pixels -> [0, 1]
     raise TypeError(f"images must be PIL images or [3, S, S] tensors, got {type(image).__name__}")
 
 

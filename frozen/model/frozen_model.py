@@ -28,7 +28,7 @@ from frozen.model.lm import embedding_dim, load_lm
 from frozen.model.mapper import PrefixMapper
 from frozen.model.packed import packed_forward
 from frozen.model.prompts import Prompt
-from frozen.model.vision import build_vision, check_images, image_transform
+from frozen.model.vision import build_vision, check_images, image_transform, to_unit_float
 
 
 @dataclass
@@ -125,7 +125,10 @@ class FrozenModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, S, S]`` in [0, 1] -> visual prefix ``[B, k, D]`` in the LM's embedding dtype."""
+        """``[B, 3, S, S]`` float in [0, 1] or uint8 pixels -> visual prefix ``[B, k, D]`` in the LM's embedding
+        dtype. uint8 (the training loader's batches) crosses to the device as bytes and becomes float there."""
+        if torch.is_tensor(images) and images.dtype == torch.uint8:
+            images = to_unit_float(images.to(self.device))
         check_images(images, self.model_cfg.image_size)
         prefix = self.mapper(self.vision(images.to(self.device)))  # [B, C] -> [B, k, D]
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)

@@ -116,21 +116,33 @@ def pad_to_square(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def image_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image -> float tensor ``[3, S, S]`` in ``[0, 1]``: pad to square, then bicubic resize."""
+def image_transform(image_size: int, dtype: torch.dtype = torch.float32) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> tensor ``[3, S, S]``: pad to square, then bicubic resize. ``float32`` (default): in
+    ``[0, 1]``; ``uint8``: the resized pixels as they are (what the training loader ships, a quarter of the
+    bytes; :func:`to_unit_float` turns them into exactly the float32 values on the model's device)."""
     import torchvision.transforms.functional as TF
+
+    if dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"image_transform makes float32 or uint8 tensors, not {dtype}")
 
     def transform(image: Image.Image) -> torch.Tensor:
         square = pad_to_square(image)
         if square.size != (image_size, image_size):
             square = square.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        return TF.pil_to_tensor(square).float().div_(255.0)
+        pixels = TF.pil_to_tensor(square)  # uint8 [3, S, S]
+        return pixels if dtype == torch.uint8 else to_unit_float(pixels)
 
     return transform
 
 
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in ``[0, 1]`` (``x / 255``, the values :func:`image_transform` gives in float32);
+    anything else is returned unchanged (and checked by :func:`check_images`)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
 def check_images(images: torch.Tensor, image_size: int) -> None:
-    """Raise a one-line error unless ``images`` is finite float ``[B, 3, S, S]`` with S == image_size."""
+    """Raise a one-line error unless ``images`` is ``[B, 3, S, S]`` with S == image_size, finite float or uint8."""
     if (
         not torch.is_tensor(images)
         or images.dim() != 4
@@ -146,8 +158,10 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
             f"images must be a float tensor [B, 3, {image_size}, {image_size}] in [0, 1], got {shape}; "
             f"use frozen.model.vision.image_transform({image_size}) or model.preprocess(pil_image)"
         )
+    if images.dtype == torch.uint8:
+        return  # pixels 0-255: always finite; to_unit_float scales them
     if not images.is_floating_point():
-        raise InputError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
+        raise InputError(f"images must be floating point in [0, 1] or uint8 pixels, got dtype {images.dtype}")
     # A NaN would otherwise flow through the encoder and the LM and decode quietly. One scalar
     # reduction over [B, 3, S, S]; the per-image indices are only computed for the message.
     if not bool(torch.isfinite(images).all()):
@@ -162,6 +176,7 @@ __all__ = [
     "build_vision",
     "vision_problem",
     "image_transform",
+    "to_unit_float",
     "pad_to_square",
     "check_images",
 ]

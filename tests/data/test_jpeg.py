@@ -17,7 +17,7 @@ from frozen.core.tiny import tiny_tokenizer
 from frozen.data.jpeg import draft_scale
 from frozen.data.pipeline import build_train_loader, iter_eval_samples
 from frozen.data.samples import Example, decode_example, decode_image, parse_sample
-from frozen.model.vision import image_transform
+from frozen.model.vision import image_transform, to_unit_float
 from frozen.prep.shards import ShardSink
 
 
@@ -127,9 +127,10 @@ def test_loader_reduced_decode_is_on_by_default_and_png_shards_are_unchanged(tmp
     default, on, off = (_batches(tmp_path, "jpeg-*.tar", d) for d in (None, True, False))
     for a, b, c in zip(default, on, off):
         assert a["keys"] == b["keys"] == c["keys"] and torch.equal(a["images"], b["images"])
-        assert a["images"].shape == c["images"].shape == (3, 3, 64, 64) and a["images"].dtype == c["images"].dtype
+        assert a["images"].shape == c["images"].shape == (3, 3, 64, 64)
+        assert a["images"].dtype == c["images"].dtype == torch.uint8  # the training loader ships pixels
         assert not torch.equal(a["images"], c["images"])
-        assert float((a["images"] - c["images"]).abs().mean()) < 2 / 255
+        assert float((to_unit_float(a["images"]) - to_unit_float(c["images"])).abs().mean()) < 2 / 255
     for a, b in zip(_batches(tmp_path, "png-*.tar", True), _batches(tmp_path, "png-*.tar", False)):
         assert a["keys"] == b["keys"] and torch.equal(a["images"], b["images"])  # PNG: bit for bit
     full = [e.image for e in iter_eval_samples("jpeg-*.tar", data_root=str(tmp_path), image_size=64, jpeg_draft=False)]

@@ -232,7 +232,9 @@ def test_make_lmms_eval_plans_the_offline_run_in_its_own_environment(tmp_path):
                            "LOAD_PATH=exp", "LIMIT=20",
                            f"DATA_ROOT={tmp_path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert ".venv-lmms/bin/python -m pip install -q lmms-eval==0.7.3 filelock==3.32.7" in plan
-    assert 'if not d.startswith("wandb")' in plan and "pip install -q --no-deps -e ." in plan
+    assert 'if not d.startswith("wandb")' in plan
+    # layered on .venv (a .pth adds its site-packages), not a second copy of torch and frozen
+    assert "site.addsitedir" in plan and "_frozen_base_venv.pth" in plan and "--no-deps -e ." not in plan
     assert f"scripts/lmms_easyvqa.py --data-root {tmp_path} --out data/lmms_easyvqa/test.jsonl" in plan
     run = " ".join(plan.split("-m lmms_eval", 1)[1].split())
     assert "HF_DATASETS_OFFLINE=1" in plan.split("-m lmms_eval", 1)[0]

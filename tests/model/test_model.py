@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from frozen import FrozenModel
-from frozen.errors import FrozenConfigError, LMNotFoundError
+from frozen.errors import FrozenConfigError, InputError, LMNotFoundError
 
 
 def _batch(model, b=3, t=6, seed=0):
@@ -218,3 +218,39 @@ def test_from_pretrained_accepts_a_training_run_directory(tiny_model, tmp_path):
     restored = FrozenModel.from_pretrained(tmp_path / "run")
     for name, tensor in tiny_model.trainable_state_dict().items():
         assert torch.equal(restored.trainable_state_dict()[name], tensor)
+
+
+def test_uint8_pixels_give_the_same_loss_and_gradients_as_float(tiny_model):
+    """The training loader ships uint8 pixels; encode_images turns them into exactly the float32 values
+    image_transform would have made, so loss and encoder/mapper gradients are bit-identical."""
+    from PIL import Image
+
+    from frozen.model.vision import image_transform, to_unit_float
+
+    s = tiny_model.model_cfg.image_size
+    g = torch.Generator().manual_seed(1)
+    photos = [Image.fromarray(torch.randint(0, 256, (20 + 7 * i, 30, 3), generator=g, dtype=torch.uint8).numpy())
+              for i in range(3)]
+    as_float, as_uint8 = image_transform(s), image_transform(s, torch.uint8)
+    floats = torch.stack([as_float(p) for p in photos])
+    pixels = torch.stack([as_uint8(p) for p in photos])
+    assert pixels.dtype == torch.uint8 and floats.dtype == torch.float32
+    assert torch.equal(to_unit_float(pixels), floats) and to_unit_float(floats) is floats
+    _, ids, mask = _batch(tiny_model)
+    tiny_model.train()
+    results = []
+    for images in (floats, pixels):
+        tiny_model.zero_grad(set_to_none=True)
+        loss = tiny_model(images, ids, mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in tiny_model.trainable_parameters()]))
+    (loss_f, grads_f), (loss_u, grads_u) = results
+    assert torch.equal(loss_f, loss_u) and all(torch.equal(a, b) for a, b in zip(grads_f, grads_u))
+    # generation takes uint8 tensors too, with the same answer as the float ones
+    prompts = ["<image>a"] * 3
+    assert tiny_model.generate([[im] for im in pixels], prompts, max_new_tokens=3) == \
+        tiny_model.generate([[im] for im in floats], prompts, max_new_tokens=3)
+    with pytest.raises(InputError, match="floating point in \\[0, 1\\] or uint8 pixels"):
+        tiny_model(pixels.to(torch.int32), ids, mask)
+    with pytest.raises(ValueError, match="float32 or uint8"):
+        image_transform(s, torch.float16)
