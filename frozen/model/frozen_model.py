@@ -127,10 +127,9 @@ class FrozenModel(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` float in [0, 1] or uint8 pixels -> visual prefix ``[B, k, D]`` in the LM's embedding
         dtype. uint8 (the training loader's batches) crosses to the device as bytes and becomes float there."""
-        if torch.is_tensor(images) and images.dtype == torch.uint8:
-            images = to_unit_float(images.to(self.device))
         check_images(images, self.model_cfg.image_size)
-        prefix = self.mapper(self.vision(images.to(self.device)))  # [B, C] -> [B, k, D]
+        images = to_unit_float(images.to(self.device))  # uint8 -> float32 here, after the copy
+        prefix = self.mapper(self.vision(images))  # [B, C] -> [B, k, D]
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
