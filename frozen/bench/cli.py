@@ -111,7 +111,8 @@ def print_table(report: dict[str, Any]) -> None:
             notes.append(f"{w['images_per_s_per_gpu']:.0f} img/s per GPU ({w['step_s']:.3f} s/step, docs/scaling.md) "
                          f"needs {w['draft']} workers/GPU ({w['full']} with full decode); pixels vs full decode: "
                          f"mean abs {px['mean_abs']:.2f}/255, PSNR {px['psnr_db']:.1f} dB; decode + resize alone "
-                         f"{e['decode_only']['speedup']:.2f}x; CPU time (wall clock "
+                         f"{e['decode_only']['speedup']:.2f}x (full decode libjpeg-turbo vs PIL "
+                         f"{e['decode_only']['full_vs_pil']:.2f}x); CPU time (wall clock "
                          f"{e['wall_clock']['draft']['median'] / e['wall_clock']['full']['median']:.2f}x)")
         if "loss_rel_diff" in e.get("equal", {}):
             q = e["equal"]

@@ -1,5 +1,7 @@
 """The ``jpeg_decode`` entry: images/s of one loader worker making 224-px training batches from 640 x 480 JPEG
-shards, reduced-scale decode (``data.jpeg_draft=true``) vs full decode; and the real photos it (and the tests)
+shards, reduced-scale decode (``data.jpeg_draft=true``) vs full decode (both libjpeg-turbo through
+:func:`frozen.data.samples.decode_image`; PIL's full decode, the same pixels, is timed beside them in
+``decode_only``); and the real photos it (and the tests)
 use: scikit-image's bundled photographs, centre-cropped to 4:3, resized to 640 x 480 and saved as JPEG at
 quality 90 (COCO's images are JPEGs of about 640 x 480 at a similar quality)."""
 
@@ -101,13 +103,22 @@ def loader_rate(tokenizer: Any, root: str, pattern: str, draft: bool, batches: i
     return images / (time.process_time() - cpu), images / (time.perf_counter() - wall)
 
 
-def decode_rate(jpegs: dict[str, bytes], draft: bool, passes: int = 3) -> float:
-    """Images per CPU second of decode + pad-and-resize alone (no tar reading, tokenising or collating)."""
-    transform, target = image_transform(SIZE), SIZE if draft else None
+def pil_decode(data: bytes) -> Image.Image:
+    """A full decode by PIL, as :func:`decode_image` did before libjpeg-turbo's scaling (the same pixels as its
+    full decode, tests/data/test_jpeg.py): the reference for what the decoder swap alone gains."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def decode_rate(jpegs: dict[str, bytes], side: str, passes: int = 3) -> float:
+    """Images per CPU second of decode + pad-and-resize alone (no tar reading, tokenising or collating); ``side``
+    "draft" (reduced scale), "full" (libjpeg-turbo, full scale) or "pil" (PIL, full scale)."""
+    transform = image_transform(SIZE)
+    decode = {"draft": lambda d: decode_image(d, SIZE), "full": decode_image, "pil": pil_decode}[side]
     start = time.process_time()
     for _ in range(passes):
         for data in jpegs.values():
-            transform(decode_image(data, target))
+            transform(decode(data))
     return passes * len(jpegs) / (time.process_time() - start)
 
 
@@ -118,7 +129,7 @@ def bench_jpeg_decode(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     torch.set_num_threads(1)  # what a DataLoader worker runs with
     cpu: dict[str, list[float]] = {"draft": [], "full": []}
     wall: dict[str, list[float]] = {"draft": [], "full": []}
-    decode: dict[str, list[float]] = {"draft": [], "full": []}
+    decode: dict[str, list[float]] = {"draft": [], "full": [], "pil": []}
     try:
         with tempfile.TemporaryDirectory(prefix="frozen-jpeg-") as tmp:
             pattern = write_photo_shards(Path(tmp), jpegs, copies=4)
@@ -127,7 +138,8 @@ def bench_jpeg_decode(args: argparse.Namespace, lm: str) -> dict[str, Any]:
                     c, w = loader_rate(tokenizer, tmp, pattern, name == "draft", args.jpeg_batches, repeat)
                     cpu[name].append(c)
                     wall[name].append(w)
-                    decode[name].append(decode_rate(jpegs, name == "draft"))
+                    decode[name].append(decode_rate(jpegs, name))
+                decode["pil"].append(decode_rate(jpegs, "pil"))
     finally:
         torch.set_num_threads(threads)
     speedup = median(cpu["draft"]) / median(cpu["full"])
@@ -142,7 +154,8 @@ def bench_jpeg_decode(args: argparse.Namespace, lm: str) -> dict[str, Any]:
         "speedup": speedup,
         "wall_clock": {name: side(f"{name}, images per wall-clock second", r, "images/s") for name, r in wall.items()},
         "decode_only": {"draft": median(decode["draft"]), "full": median(decode["full"]),
-                        "speedup": median(decode["draft"]) / median(decode["full"]), "unit": "images/s (CPU)"},
+                        "pil_full": median(decode["pil"]), "speedup": median(decode["draft"]) / median(decode["full"]),
+                        "full_vs_pil": median(decode["full"]) / median(decode["pil"]), "unit": "images/s (CPU)"},
         "pixels": pixel_difference(jpegs),
         "workers_per_gpu": workers_needed({name: median(r) for name, r in cpu.items()}),
         "targets": [target("speedup", ">=", 2.0, speedup)],

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from PIL import Image
 
-from frozen.data.jpeg import draft_to
+from frozen.data.jpeg import decode_jpeg
 
 if TYPE_CHECKING:
     import torch
@@ -323,10 +323,13 @@ def parse_sample(
 
 
 def decode_image(data: bytes, target: int | None = None) -> Image.Image:
-    """Decode encoded image bytes to an RGB PIL image (raises on corrupt data); with ``target`` a large JPEG is
-    decoded at the reduced scale whose longer side is still >= ``target`` (:func:`frozen.data.jpeg.draft_to`)."""
+    """Decode encoded image bytes to an RGB PIL image (raises on corrupt data). JPEGs go through libjpeg-turbo
+    (:func:`frozen.data.jpeg.decode_jpeg`), with ``target`` at the reduced scale whose longer side is still
+    >= ``target``; everything it does not take (other formats, CMYK, damaged data) is decoded by PIL in full."""
+    image = decode_jpeg(data, target)
+    if image is not None:
+        return image
     with Image.open(io.BytesIO(data)) as image:
-        draft_to(image, target)
         image.load()  # force the decode now, so corruption raises here and not in the transform
         return image.convert("RGB")
 

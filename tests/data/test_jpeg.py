@@ -1,5 +1,6 @@
-"""Reduced-scale JPEG decoding (frozen.data.jpeg, ``data.jpeg_draft``): the scale it picks, what it leaves alone
-(PNG, small JPEGs: bit for bit), how far its pixels are from a full decode on real photos, damaged JPEGs."""
+"""Reduced-scale JPEG decoding (frozen.data.jpeg, ``data.jpeg_draft``): the scale it picks, that libjpeg-turbo's
+pixels through simplejpeg are PIL's (full decode, and 1/2 against PIL's draft), what it leaves to PIL (PNG, CMYK,
+damaged data, decompression bombs), how far its pixels are from a full decode on real photos, damaged JPEGs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import simplejpeg
 import torch
 from PIL import Image
 
 from frozen.bench.jpeg import photo, photo_jpegs, pixel_difference
 from frozen.config import DataConfig
 from frozen.core.tiny import tiny_tokenizer
-from frozen.data.jpeg import draft_scale
+from frozen.data.jpeg import FULL, decode_jpeg, reduced_scale
 from frozen.data.pipeline import build_train_loader, iter_eval_samples
 from frozen.data.samples import Example, decode_example, decode_image, parse_sample
 from frozen.model.vision import image_transform, to_unit_float
@@ -31,28 +33,32 @@ def encoded(size: tuple[int, int], fmt: str = "JPEG", seed: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize("size, target, scale", [
-    ((640, 480), 224, 2),  # 320 x 240: the longer side 320 >= 224; 1/4 would give 160
-    ((480, 640), 224, 2),  # portrait: the longer side decides
-    ((1000, 300), 224, 4),  # 250 x 75: pad-and-resize only needs the longer side
-    ((2000, 1500), 224, 8),  # 250 x 188
-    ((447, 300), 224, 2),  # ceil(447 / 2) = 224: exactly the target
-    ((446, 300), 224, 1),  # 223 < 224: full decode
-    ((400, 300), 224, 1),
-    ((640, 480), 64, 8),
-    ((64, 48), 64, 1),
+    ((640, 480), 224, 3),  # 240 x 180: the longer side 240 >= 224; 1/4 would give 160
+    ((480, 640), 224, 3),  # portrait: the longer side decides
+    ((1000, 300), 224, 2),  # 250 x 75: pad-and-resize only needs the longer side
+    ((2000, 1500), 224, 1),  # 250 x 188
+    ((595, 300), 224, 3),  # ceil(595 * 3 / 8) = ceil(223.1) = 224: exactly the target, as libjpeg rounds
+    ((594, 300), 224, 4),  # ceil(222.75) = 223 < 224: the next scale, 1/2
+    ((447, 300), 224, 4),  # ceil(447 / 2) = 224
+    ((446, 300), 224, FULL),  # 223 < 224, and 5/8-7/8 are not used: full decode
+    ((400, 300), 224, FULL),
+    ((640, 480), 64, 1),
+    ((64, 48), 64, FULL),
+    ((640, 480), None, FULL),  # no target: full decode
 ])
-def test_draft_scale_is_the_largest_reduction_keeping_the_longer_side(size, target, scale):
-    assert draft_scale(size, target) == scale
+def test_reduced_scale_is_the_smallest_eighth_keeping_the_longer_side(size, target, scale):
+    assert reduced_scale(size, target) == scale
 
 
 @pytest.mark.parametrize("size, target, decoded", [
-    ((640, 480), 224, (320, 240)),
-    ((480, 640), 224, (240, 320)),
+    ((640, 480), 224, (240, 180)),
+    ((480, 640), 224, (180, 240)),
     ((1000, 300), 224, (250, 75)),
     ((2000, 1500), 224, (250, 188)),
+    ((637, 481), 224, (239, 181)),  # ceil(637 * 3 / 8), ceil(481 * 3 / 8)
     ((447, 300), 224, (224, 150)),
     ((400, 300), 224, (400, 300)),
-    ((4000, 3), 224, (2000, 2)),  # a side under 8 px: PIL takes the smaller reduction 2, still >= 224
+    ((4000, 3), 224, (500, 1)),  # a side under 8 px: ceil(3 / 8) = 1
 ])
 def test_decode_image_decodes_large_jpegs_at_the_reduced_scale(size, target, decoded):
     data = encoded(size)
@@ -61,15 +67,65 @@ def test_decode_image_decodes_large_jpegs_at_the_reduced_scale(size, target, dec
     assert decode_image(data).size == size  # no target: full decode
 
 
+def _jpeg(image: Image.Image, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **options)
+    return buf.getvalue()
+
+
+def _pil(data: bytes, draft: tuple[int, int] | None = None) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        if draft:
+            image.draft(None, draft)
+        return image.convert("RGB")
+
+
+def test_libjpeg_turbo_decode_is_pils_bit_for_bit():
+    """Full decode == PIL's decode, and the 1/2 scale == PIL's draft at 1/2 (both are libjpeg-turbo), over the
+    chroma subsamplings, progressive, grayscale and odd sizes; so only the scale changes pixels."""
+    base = Image.open(io.BytesIO(encoded((637, 481)))).convert("RGB")
+    kinds = {"4:2:0": _jpeg(base), "4:2:2": _jpeg(base, subsampling=1), "4:4:4": _jpeg(base, subsampling=0),
+             "progressive": _jpeg(base, progressive=True), "grayscale": _jpeg(base.convert("L")),
+             "photo": photo_jpegs()["astronaut"]}
+    for kind, data in kinds.items():
+        full = decode_jpeg(data)
+        assert full is not None and full.mode == "RGB", kind
+        assert full.tobytes() == _pil(data).tobytes() and decode_image(data).tobytes() == full.tobytes(), kind
+        w, h = _pil(data).size
+        half = decode_jpeg(data, (max(w, h) + 1) // 2)  # reduced_scale picks 4 (1/2)
+        assert half.size == (-(-w // 2), -(-h // 2)), kind
+        assert half.tobytes() == _pil(data, (w // 2, h // 2)).tobytes(), kind
+
+
+def test_what_libjpeg_turbo_does_not_take_is_decoded_by_pil_in_full(monkeypatch):
+    base = Image.open(io.BytesIO(encoded((640, 480)))).convert("RGB")
+    cmyk = _jpeg(base.convert("CMYK"))  # libjpeg-turbo's CMYK -> RGB is not PIL's
+    for data in (cmyk, encoded((640, 480), "PNG"), encoded((640, 480), "WEBP")):
+        assert decode_jpeg(data, 224) is None
+        assert decode_image(data, 224).tobytes() == _pil(data).tobytes()  # PIL, in full, as before
+    # A stray byte before the end marker: libjpeg-turbo warns ("Corrupt JPEG data: 1 extraneous bytes before
+    # marker 0xd9"), simplejpeg raises ValueError, and PIL decodes it in full as it always did
+    extraneous = encoded((640, 480))[:-2] + b"\x00\x00\xff\xd9"
+    with pytest.raises(ValueError, match="extraneous bytes"):
+        simplejpeg.decode_jpeg(extraneous)
+    for target in (None, 224):
+        assert decode_jpeg(extraneous, target) is None
+        assert decode_image(extraneous, target).tobytes() == _pil(extraneous).tobytes()
+    assert decode_image(cmyk, 224).size == (640, 480)
+    photo_jpeg = photo_jpegs()["astronaut"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 640 * 480 - 1)  # over PIL's decompression-bomb limit: PIL's
+    assert decode_jpeg(photo_jpeg, 224) is None  # check (a warning here, an error past twice the limit) decides
+
+
 def test_png_and_small_jpegs_are_decoded_bit_for_bit_as_before():
     for data in (encoded((640, 480), "PNG"), encoded((400, 300)), encoded((32, 24)), encoded((640, 480), "WEBP")):
-        assert decode_image(data, 224).tobytes() == decode_image(data).tobytes()
+        assert decode_image(data, 224).tobytes() == decode_image(data).tobytes() == _pil(data).tobytes()
         assert decode_image(data, 224).size == decode_image(data).size
 
 
 def test_reduced_decode_on_real_photos_same_shape_and_close_to_full_decode():
-    """scikit-image's photos at 640 x 480, JPEG quality 90, to 224 px: measured mean |diff| 0.62/255, max 22/255,
-    PSNR 46 dB (docs/data.md); the bounds leave room for other libjpeg builds."""
+    """scikit-image's photos at 640 x 480, JPEG quality 90, to 224 px (decoded at 3/8): measured mean |diff|
+    1.13/255, max 39/255, PSNR 40.7 dB (docs/data.md); the bounds leave room for other libjpeg-turbo builds."""
     jpegs = photo_jpegs()
     assert len(jpegs) >= 19
     transform = image_transform(224)
@@ -79,7 +135,7 @@ def test_reduced_decode_on_real_photos_same_shape_and_close_to_full_decode():
         assert not torch.equal(reduced, full)  # really decoded differently
     diff = pixel_difference(jpegs)
     assert diff["photos"] == len(jpegs)
-    assert diff["mean_abs"] < 1.0 and diff["max_abs"] <= 40 and diff["psnr_db"] > 42
+    assert diff["mean_abs"] < 1.5 and diff["max_abs"] <= 50 and diff["psnr_db"] > 39
 
 
 def test_photo_is_centre_cropped_to_the_stored_size():

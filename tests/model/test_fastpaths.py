@@ -206,7 +206,8 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     assert workers["images_per_s_per_gpu"] == pytest.approx(scaling.BATCH / scaling.GPUS / workers["step_s"])
     assert workers["draft"] == math.ceil(workers["images_per_s_per_gpu"] / jpeg["project"]["median"])
     assert workers["full"] == math.ceil(workers["images_per_s_per_gpu"] / jpeg["baseline"]["median"])
-    assert 0 < jpeg["pixels"]["mean_abs"] < 1.0 and jpeg["config"]["image_size"] == 224
+    assert 0 < jpeg["pixels"]["mean_abs"] < 1.5 and jpeg["config"]["image_size"] == 224
+    assert set(jpeg["decode_only"]) >= {"draft", "full", "pil_full", "speedup", "full_vs_pil"}
     train = report["entries"]["train_step"]
     # FLOPs accounting: the plain step also computes LM weight gradients
     assert train["flops"]["counted"]["plain_step"] > train["flops"]["counted"]["frozen_step"]
