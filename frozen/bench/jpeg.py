@@ -24,7 +24,7 @@ from frozen import scaling
 from frozen.bench.common import median, side, target
 from frozen.config import DataConfig
 from frozen.data.pipeline import build_train_loader
-from frozen.data.samples import decode_image
+from frozen.data.samples import decode_image, decode_with_pil
 from frozen.model.lm import load_tokenizer, resolve_lm_path
 from frozen.model.vision import image_transform
 from frozen.prep.shards import ShardSink
@@ -103,18 +103,11 @@ def loader_rate(tokenizer: Any, root: str, pattern: str, draft: bool, batches: i
     return images / (time.process_time() - cpu), images / (time.perf_counter() - wall)
 
 
-def pil_decode(data: bytes) -> Image.Image:
-    """A full decode by PIL, as :func:`decode_image` did before libjpeg-turbo's scaling (the same pixels as its
-    full decode, tests/data/test_jpeg.py): the reference for what the decoder swap alone gains."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
-
-
 def decode_rate(jpegs: dict[str, bytes], side: str, passes: int = 3) -> float:
     """Images per CPU second of decode + pad-and-resize alone (no tar reading, tokenising or collating); ``side``
     "draft" (reduced scale), "full" (libjpeg-turbo, full scale) or "pil" (PIL, full scale)."""
     transform = image_transform(SIZE)
-    decode = {"draft": lambda d: decode_image(d, SIZE), "full": decode_image, "pil": pil_decode}[side]
+    decode = {"draft": lambda d: decode_image(d, SIZE), "full": decode_image, "pil": decode_with_pil}[side]
     start = time.process_time()
     for _ in range(passes):
         for data in jpegs.values():

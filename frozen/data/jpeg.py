@@ -27,7 +27,6 @@ from PIL import Image
 
 SCALES = (1, 2, 3, 4)  # the reductions used, in eighths, smallest first (8 = full decode)
 FULL = 8
-JPEG_MAGIC = b"\xff\xd8\xff"  # SOI + the first marker's 0xFF
 RGB_SOURCES = ("YCbCr", "Gray", "RGB")  # header colour spaces whose RGB output equals PIL's
 
 
@@ -42,9 +41,9 @@ def reduced_scale(size: tuple[int, int], target: int | None) -> int:
 
 def decode_jpeg(data: bytes, target: int | None = None) -> Image.Image | None:
     """An RGB image of JPEG ``data`` decoded by libjpeg-turbo at :func:`reduced_scale` of its size for the
-    image size ``target`` (None: in full); None for what it does not take (see the module docstring)."""
-    if not data.startswith(JPEG_MAGIC):
-        return None
+    image size ``target`` (None: in full); None for what it does not take (see the module docstring). Callers
+    pass JPEG bytes (:func:`frozen.data.samples.decode_image` sniffs them); other bytes fail simplejpeg's header
+    parse (ValueError) and give None too."""
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in RGB_SOURCES or height * width > (Image.MAX_IMAGE_PIXELS or float("inf")):

@@ -326,9 +326,13 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
     """Decode encoded image bytes to an RGB PIL image (raises on corrupt data). JPEGs go through libjpeg-turbo
     (:func:`frozen.data.jpeg.decode_jpeg`), with ``target`` at the reduced scale whose longer side is still
     >= ``target``; everything it does not take (other formats, CMYK, damaged data) is decoded by PIL in full."""
-    image = decode_jpeg(data, target)
-    if image is not None:
-        return image
+    image = decode_jpeg(data, target) if sniff_image_format(data) == "jpg" else None
+    return image if image is not None else decode_with_pil(data)
+
+
+def decode_with_pil(data: bytes) -> Image.Image:
+    """PIL's full decode to RGB (raises on corrupt data): :func:`decode_image` for what libjpeg-turbo does not
+    take, and the bench's reference for the decoder swap."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()  # force the decode now, so corruption raises here and not in the transform
         return image.convert("RGB")
@@ -348,4 +352,4 @@ def decode_example(example: Example, transform: Callable[[Image.Image], "torch.T
 
 __all__ = ["BAD_KINDS", "IMAGE_EXTS", "Example", "SkipCounter", "iter_shard", "is_remote", "sniff_image_format",
            "check_image_bytes", "vqa_answer", "caption_list", "pick_index", "parse_sample", "decode_image",
-           "decode_example", "warn_once"]
+           "decode_with_pil", "decode_example", "warn_once"]
