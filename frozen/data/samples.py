@@ -103,14 +103,9 @@ class SkipCounter:
 
     def summary(self) -> str:
         """One line for the training log, e.g. ``'1000 samples; skipped 2 (corrupt_image: 2); ...'``."""
-        parts = [f"{self.samples} samples"]
-        if self.total():
-            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items()))
-            parts.append(f"skipped {self.total()} bad ({kinds})")
-        else:
-            parts.append("no bad data")
-        parts.append(f"{self.truncated} token sequences truncated to max_length")
-        return "; ".join(parts)
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items()))
+        bad = f"skipped {self.total()} bad ({kinds})" if self.total() else "no bad data"
+        return f"{self.samples} samples; {bad}; {self.truncated} token sequences truncated to max_length"
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ from frozen.prep.inputs import (
     KARPATHY,
     KARPATHY_SENTENCE,
     check_keys,
+    linked_records,
     parse_json,
     record_problem,
+    records_by_id,
 )
 from frozen.prep.report import ConvertReport
 from frozen.prep.shards import make_key
@@ -53,24 +55,11 @@ class CaptionImage:
 def _official(data: dict[str, Any], report: ConvertReport) -> list[CaptionImage]:
     """Images of an official COCO captions file; malformed records, duplicate images and captions of
     unlisted images are counted."""
-    images: dict[int, CaptionImage] = {}
-    for i, im in enumerate(data["images"]):
-        problem = record_problem(im, COCO_IMAGE, f"images[{i}]")
-        if problem is not None:
-            report.skip("malformed_record", problem)
-        elif im["id"] in images:
-            report.skip("duplicate_record", f"images[{i}]: id {im['id']} listed twice")
-        else:
-            images[im["id"]] = CaptionImage(im["id"], im["file_name"], [])
-    for i, ann in enumerate(data["annotations"]):
-        problem = record_problem(ann, COCO_CAPTIONS.fields, f"annotations[{i}]", COCO_CAPTIONS.optional)
-        if problem is not None:
-            report.skip("malformed_record", problem)
-        elif ann["image_id"] not in images:
-            report.skip("caption_without_image", f"annotations[{i}] (image_id {ann['image_id']})")
-        else:
-            image = images[ann["image_id"]]
-            image.captions.append((ann.get("id", len(image.captions)), ann["caption"]))
+    images = {image_id: CaptionImage(image_id, im["file_name"], [])
+              for image_id, im in records_by_id(report, data["images"], COCO_IMAGE, "images", "id").items()}
+    for _, ann in linked_records(report, data, COCO_CAPTIONS, "image_id", images, report.skip, "caption_without_image"):
+        image = images[ann["image_id"]]
+        image.captions.append((ann.get("id", len(image.captions)), ann["caption"]))
     return sorted(images.values(), key=lambda r: r.image_id)
 
 

@@ -17,9 +17,12 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Sequence
 
 from frozen.errors import DataError
+
+if TYPE_CHECKING:
+    from frozen.prep.report import ConvertReport
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -158,6 +161,38 @@ def record_problem(record: Any, fields: dict[str, tuple[type, ...]], where: str,
     return None
 
 
+def records_by_id(report: "ConvertReport", records: Sequence[Any], fields: dict[str, tuple[type, ...]], where: str,
+                  id_field: str) -> dict[Any, dict[str, Any]]:
+    """``records`` (the list ``where`` of a public JSON file) keyed by ``record[id_field]``, in order; a malformed
+    record is counted as ``malformed_record`` and a repeated id as ``duplicate_record`` (the first one is kept)."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        problem = record_problem(record, fields, f"{where}[{i}]")
+        if problem is not None:
+            report.skip("malformed_record", problem)
+        elif record[id_field] in by_id:
+            report.skip("duplicate_record", f"{where}[{i}]: {id_field} {record[id_field]} listed twice")
+        else:
+            by_id[record[id_field]] = record
+    return by_id
+
+
+def linked_records(report: "ConvertReport", data: dict[str, Any], schema: Schema, link: str, known: Container[Any],
+                   orphan: Callable[[str, str], None], reason: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, record)`` of each well-formed record of ``data[schema.records]`` whose ``record[link]`` is in
+    ``known``; a malformed record is counted as ``malformed_record``, one whose link is unknown is handed to
+    ``orphan(reason, example)`` (``report.skip`` for a lost input, ``report.unuse`` for a companion file's record)."""
+    where = schema.records
+    for i, record in enumerate(data[where]):
+        problem = record_problem(record, schema.fields, f"{where}[{i}]", schema.optional)
+        if problem is not None:
+            report.skip("malformed_record", problem)
+        elif record[link] not in known:
+            orphan(reason, f"{where}[{i}] ({link} {record[link]})")
+        else:
+            yield i, record
+
+
 # --------------------------------------------------------------------------------------------
 # Caption tables
 
@@ -250,6 +285,7 @@ def read_table(path: str | Path, *, fmt: str | None = None, columns: list[str] |
 
 __all__ = [
     "Schema", "KARPATHY", "KARPATHY_SENTENCE", "COCO_CAPTIONS", "COCO_IMAGE", "VQA_QUESTIONS", "VQA_ANNOTATIONS",
-    "SCHEMAS", "check_file", "parse_json", "check_keys", "load_json", "record_problem", "Table",
+    "SCHEMAS", "check_file", "parse_json", "check_keys", "load_json", "record_problem", "records_by_id",
+    "linked_records", "Table",
     "read_table", "table_format", "TABLE_FORMATS",
 ]

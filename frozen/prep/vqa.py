@@ -16,7 +16,7 @@ from frozen.core.text import unicode_problem
 from frozen.errors import DataError
 from frozen.prep.coco import split_from_name
 from frozen.prep.convert import Job, Sample, Skip, WriteOptions, add_image_hint, load_image, take, write_jobs
-from frozen.prep.inputs import VQA_ANNOTATIONS, VQA_QUESTIONS, load_json, record_problem
+from frozen.prep.inputs import VQA_ANNOTATIONS, VQA_QUESTIONS, linked_records, load_json, records_by_id
 from frozen.prep.report import ConvertReport
 from frozen.prep.shards import make_key
 
@@ -72,30 +72,15 @@ def convert_vqa(questions: str | Path, annotations: str | Path | None, image_roo
     qdata = load_json(questions, VQA_QUESTIONS, "--questions")
     adata = load_json(annotations, VQA_ANNOTATIONS, "--annotations") if annotations is not None else None
     split, image_pattern = _names(qdata, questions, split, image_pattern)
-    by_qid: dict[int, dict[str, Any]] = {}
-    for i, q in enumerate(qdata["questions"]):
-        problem = record_problem(q, VQA_QUESTIONS.fields, f"questions[{i}]")
-        if problem is not None:
-            report.skip("malformed_record", problem)
-        elif q["question_id"] in by_qid:
-            report.skip("duplicate_record", f"questions[{i}]: question_id {q['question_id']} listed twice")
-        else:
-            by_qid[q["question_id"]] = q
+    by_qid = records_by_id(report, qdata["questions"], VQA_QUESTIONS.fields, "questions", "question_id")
     answers_by_qid: dict[int, tuple[int, dict[str, Any]]] | None = None
     if adata is not None:
         q_sub, a_sub = qdata.get("data_subtype"), adata.get("data_subtype")
         if q_sub and a_sub and q_sub != a_sub:
             raise DataError(f"--questions {str(questions)!r} is {q_sub} but --annotations {str(annotations)!r} is "
                             f"{a_sub}; pass the annotations of the same split")
-        answers_by_qid = {}
-        for i, ann in enumerate(adata["annotations"]):
-            problem = record_problem(ann, VQA_ANNOTATIONS.fields, f"annotations[{i}]", VQA_ANNOTATIONS.optional)
-            if problem is not None:
-                report.skip("malformed_record", problem)
-            elif ann["question_id"] not in by_qid:
-                report.unuse("annotation_without_question", f"annotations[{i}] (question_id {ann['question_id']})")
-            else:
-                answers_by_qid[ann["question_id"]] = (i, ann)
+        answers_by_qid = {ann["question_id"]: (i, ann) for i, ann in linked_records(
+            report, adata, VQA_ANNOTATIONS, "question_id", by_qid, report.unuse, "annotation_without_question")}
         if by_qid and not answers_by_qid:
             raise DataError(f"none of the {len(by_qid)} question ids of --questions {str(questions)!r} is in "
                             f"--annotations {str(annotations)!r}: not a pair (another split or data set?)")

@@ -179,6 +179,15 @@ def test_bad_data_skipped_and_counted_exactly(tmp_path):
     assert "truncated_tar: 1" in counter.summary()
 
 
+def test_skip_counter_summary_line():
+    counter = SkipCounter()
+    counter.update({"keys": ["a", "b", "c"], "skipped": {"not_image": 1, "bad_json": 2, "empty_caption": 0},
+                    "num_truncated": 4})
+    assert counter.summary() == "3 samples; skipped 3 bad (bad_json: 2, not_image: 1); 4 token sequences truncated " \
+                                "to max_length"
+    assert SkipCounter(samples=5).summary() == "5 samples; no bad data; 0 token sequences truncated to max_length"
+
+
 def test_truncated_tar_at_member_boundary_is_counted(tmp_path):
     write_caption_shards(tmp_path, "t", [3])
     raw = (tmp_path / "t-000000.tar").read_bytes()
