@@ -161,7 +161,7 @@ so `fsdp` costs time where `ddp` fits. Pick `ddp` when the LM fits, `fsdp` when 
   for the loss); the vision encoder's measured saved tensors x {BATCH // GPUS} images.
   `trainer.activation_checkpointing=true` cuts the LM term to about one `s*b*h*2` per layer.
 - **Trainable**: encoder + mapper in fp32 with gradients and two AdamW moments (16 bytes/parameter),
-  replicated under both strategies (see README, "Distributed training").
+  replicated under both strategies (see docs/training.md, "Distributed training").
 - Not included: the CUDA context and allocator fragmentation (budget 2-5 GB), NCCL buffers.
   "fits" means the total is under 90 % of {GPU_GIB} GB.
 - LM shapes: LLaMA-7B (32 layers, 4096 wide, 32k vocabulary) standing in for the paper's unreleased
