@@ -110,6 +110,6 @@ def summary_table(rows: list[dict], num_seeds: int):
 
 
 def summary_markdown(rows: list[dict], num_seeds: int) -> str:
-    """:func:`summary_cells` as a Markdown table (outputs/demo/results.md, pasted into README)."""
+    """:func:`summary_cells` as a Markdown table (outputs/demo/results.md, pasted into README and docs/demo.md)."""
     lines, caption = summary_cells(rows, num_seeds)
     return markdown_table(COLUMNS, lines, caption)
