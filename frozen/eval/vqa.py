@@ -24,7 +24,7 @@ from frozen.errors import DataError
 from frozen.eval.answer import Query, skip_text
 from frozen.eval.context import EvalContext
 from frozen.eval.metrics import vqa_accuracy
-from frozen.eval.position import POSITION_LINE, TEXT_FIRST
+from frozen.eval.position import GAP_LABEL, POSITION_LINE, TEXT_FIRST, gap_text, position_gaps
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
 
 
@@ -176,6 +176,8 @@ def run_vqa(name: str, task: VqaTaskConfig, ctx: EvalContext) -> None:
             ctx.store.add_row(name, "vqa_accuracy", condition, overall, n, settings, skipped, **extra)
             for t, values in by_type.items():
                 ctx.store.add_row(name, f"vqa_accuracy[{t}]", condition, values, type_n[t], settings, **extra)
+    for gap in position_gaps([r for r in ctx.store.rows if r["task"] == name]).values():
+        ctx.log(f"{name}: {GAP_LABEL} at 0 shots: {gap_text(gap)} (95% interval)")
     if not scored:
         ctx.store.notes.append(f"{name}: no score rows: its {total} questions have no answers (a test split); "
                                f"predictions in the official server format are in submissions/{name}-*.json")

@@ -267,7 +267,7 @@ def test_text_first_puts_the_neutral_line_before_the_query_image(caption_data):
         assert all(torch.equal(x, y) for x, y in zip(a.images, b.images))
 
 
-def test_text_first_runs_at_zero_shots_and_is_recorded(export_dir, caption_data, tmp_path):
+def test_text_first_runs_at_zero_shots_and_is_recorded(export_dir, caption_data, tmp_path, capsys):
     from frozen.eval.position import POSITION_LINE
     from frozen.eval.run import evaluate
 
@@ -285,6 +285,8 @@ def test_text_first_runs_at_zero_shots_and_is_recorded(export_dir, caption_data,
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     later = [p for p in preds if p["condition"] == "text_first"]
     assert len(later) == 24 and all(p["prompt"].startswith(POSITION_LINE + "<image>Q: ") for p in later)
+    gap = next(r for r in rows if (r["metric"], r["condition"]) == ("vqa_accuracy", "image"))["mean"] - first["mean"]
+    assert f"vqa: position gap (image − text_first) at 0 shots: {gap:.3f} [" in capsys.readouterr().err
 
 
 def test_text_first_is_refused_where_it_does_not_apply():
