@@ -107,3 +107,21 @@ def test_every_resume_with_changes_keeps_its_own_record(cfg):
         {"step": 2, "checkpoint": "a.pt", "changes": {"trainer.lr": [0.01, 0.005]}},
         {"step": 4, "checkpoint": "b.pt", "changes": {"trainer.max_steps": [6, 9]}},
     ]
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("lm", "name", "another-lm-of-the-same-width"), ("lm", "dtype", "bfloat16"), ("lm", "trainable", True),
+    ("model", "num_prefix_tokens", 3),
+])
+def test_init_from_an_export_of_another_lm_or_model_is_refused(cfg, tmp_path, section, key, value):
+    """Fine-tuning starts from an export's vision + mapper weights: they only fit the LM (its embedding space,
+    its dtype) and the model settings they were trained with."""
+    from frozen.model.export import export_config, write_export
+    from frozen.train.resume import start_point
+
+    write_export(tmp_path / "export", {}, export_config(cfg.model, cfg.lm))
+    now = _changed(dataclasses.replace(cfg, init_from=str(tmp_path / "export")), f"{section}.{key}", value)
+    old = getattr(getattr(cfg, section), key)
+    with pytest.raises(FrozenConfigError, match=rf"export was trained with a different {section} config "
+                       rf"\{{'{key}': \({old!r}, {value!r}\)\}} \(saved, now\); start from it with the same settings"):
+        start_point(now, DistInfo(), None, None, None)
