@@ -23,6 +23,8 @@ from frozen.config import register_configs
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = "the file is over the file size limit (ulimit -f)"
 register_configs()
+if sys.platform != "linux":  # RLIMIT_FSIZE / SIGXFSZ as used here are Linux's
+    pytestmark = pytest.mark.skip(reason="Linux only")
 
 
 def _digest(path: Path) -> str:
@@ -166,5 +168,29 @@ write_all(Path({str(tmp_path)!r}), {{"results.json": "{{}}" * 4000, "predictions
     assert (tmp_path / "results.json").read_text() == '{"old": 1}\n'
 
 
-if sys.platform != "linux":  # RLIMIT_FSIZE / SIGXFSZ as used here are Linux's
-    pytestmark = pytest.mark.skip(reason="Linux only")
+
+def test_write_failures_are_told_apart_from_bugs():
+    """What write_error turns into one line: the OSError itself, the OSError a torch.save RuntimeError was
+    raised during, a Rust writer's "(os error N)", torch's writer failing on its own; never another error."""
+    import errno
+
+    from frozen.errors import write_failure
+
+    def during(outer: BaseException, inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException:
+                raise outer  # noqa: B904 - the implicit __context__ is what torch.save leaves
+        except BaseException as err:
+            return err
+
+    assert write_failure(OSError(errno.ENOSPC, "No space left on device")) == "the disk is full"
+    assert write_failure(during(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+                                OSError(errno.EFBIG, "File too large"))) == LIMIT
+    assert write_failure(Exception("Error while serializing: I/O error: No space left on device (os error 28)")) == (
+        "the disk is full")
+    assert write_failure(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")) == (
+        "the write was cut short ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534: a full disk?)")
+    for bug in (OSError(errno.ENOENT, "No such file"), RuntimeError("CUDA out of memory"), ValueError("(os error 2)")):
+        assert write_failure(bug) is None
