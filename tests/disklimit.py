@@ -26,9 +26,9 @@ def file_size_limit(max_bytes: int):
     return apply
 
 
-def run_limited(args: list[str], max_bytes: int, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_limited(args: list[str], max_bytes: int, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """``python *args`` in the repository, offline, with the write limit; stdout and stderr as text."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONDONTWRITEBYTECODE": "1", **env}
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=env, preexec_fn=file_size_limit(max_bytes))
 

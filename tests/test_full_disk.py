@@ -8,6 +8,7 @@ make_shards' shards: tests/prep/test_cli.py."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -79,12 +80,12 @@ def test_checkpoint_on_a_full_disk_is_one_line_and_the_previous_checkpoint_resum
     assert train(OmegaConf.to_object(again), checked=True)["step"] == 4
 
 
-def _child(code: str, max_bytes: int):
+def _child(code: str, max_bytes: int, **env: str):
     """Run ``code`` under the limit; it prints the WriteError's message and exits 2 (as the entry points do)."""
     wrapped = ("import sys\nfrom frozen.errors import WriteError\ntry:\n"
                + "".join(f"    {line}\n" for line in code.strip().splitlines())
                + "except WriteError as err:\n    print(err, file=sys.stderr)\n    sys.exit(2)\n")
-    return run_limited(["-c", wrapped], max_bytes=max_bytes)
+    return run_limited(["-c", wrapped], max_bytes=max_bytes, **env)
 
 
 def test_checkpoint_writer_on_a_full_disk_is_one_line_and_the_previous_checkpoint_stays(tmp_path):
@@ -149,6 +150,24 @@ logger.step(161, {{"loss": 2.0, "lr": 1e-3, "note": "x" * 200}})
         f"cannot write {metrics}: {LIMIT} ({proc.stderr.split(' (', 2)[-1].split(')')[0]}); the lines before are "
         "kept; free space, fix the permissions or write elsewhere"]
     assert metrics.read_bytes() == before, "whole lines only: the cut line is taken back"
+
+
+def test_wandb_run_on_a_full_disk_stops_at_the_metrics_line(tmp_path):
+    """W&B writes its run file from its own process (wandb-core), whose failed writes never reach Python: the
+    metrics.jsonl line written at the same step is the one line a W&B run stops with."""
+    proc = _child(f"""
+from frozen.core.logging import RunLogger
+logger = RunLogger({str(tmp_path)!r}, active=True, backend="wandb", mode="offline")
+for step in range(1, 1000):
+    logger.step(step, {{"loss": 1.0 / step}})
+""", max_bytes=16_000, WANDB_MODE="offline", WANDB_SILENT="true")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("cannot write")]
+    assert len(lines) == 1 and lines[0].startswith(f"cannot write {metrics}: {LIMIT} (")
+    assert "Traceback" not in proc.stderr
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, len(
+        metrics.read_text().splitlines()) + 1)), "whole lines, in order"
 
 
 def test_evaluation_results_on_a_full_disk_are_one_line_and_the_earlier_results_stay(tmp_path):
