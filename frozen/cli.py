@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from frozen.errors import FrozenError
+from frozen.errors import FrozenError, write_error
 
 USER_ERROR_EXIT = 2
 DEBUG_ARGS = ("debug=true", "debug=1", "debug=True", "+debug=true")
@@ -98,8 +98,6 @@ def _run_folder_write_error(err: BaseException) -> FrozenError | None:
     """A full disk (or read-only run folder) met by Hydra itself, writing ``.hydra/config.yaml`` before our
     code runs: the one-line :func:`~frozen.errors.write_error` naming that file, else None. Hydra's error
     carries no file name: it is read from the writing frame (``_save_config(cfg, filename, output_dir)``)."""
-    from frozen.errors import write_error
-
     path = os.getcwd()
     tb = err.__traceback__
     while tb is not None:
