@@ -98,14 +98,14 @@ def _run_folder_write_error(err: BaseException) -> FrozenError | None:
     """A full disk (or read-only run folder) met by Hydra itself, writing ``.hydra/config.yaml`` before our
     code runs: the one-line :func:`~frozen.errors.write_error` naming that file, else None. Hydra's error
     carries no file name: it is read from the writing frame (``_save_config(cfg, filename, output_dir)``)."""
-    path = os.getcwd()
     tb = err.__traceback__
     while tb is not None:
         found = tb.tb_frame.f_locals
         if tb.tb_frame.f_code.co_name == "_save_config" and "output_dir" in found:
-            path = os.path.join(str(found["output_dir"]), str(found.get("filename", "")))
+            return write_error(os.path.join(str(found["output_dir"]), str(found.get("filename", ""))), err,
+                               "nothing was run")
         tb = tb.tb_next
-    return write_error(path, err, "nothing was run")
+    return None  # elsewhere: each of our writers names its own file (an unnamed one is a bug to report)
 
 
 def run(main: Callable[[], Any]) -> Any:

@@ -213,3 +213,15 @@ def test_write_failures_are_told_apart_from_bugs():
         "the write was cut short ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534: a full disk?)")
     for bug in (OSError(errno.ENOENT, "No such file"), RuntimeError("CUDA out of memory"), ValueError("(os error 2)")):
         assert write_failure(bug) is None
+
+
+def test_only_hydras_own_write_is_reported_as_nothing_run():
+    """A full disk met elsewhere (past Hydra's setup) is not 'nothing was run' at the working directory."""
+    import errno
+
+    from frozen.cli import _run_folder_write_error
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as err:
+        assert _run_folder_write_error(err) is None

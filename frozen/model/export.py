@@ -70,12 +70,12 @@ def write_export(path: Path, state: dict[str, torch.Tensor], config: dict[str, A
     each atomically (:func:`frozen.core.files.atomic_write`): a full disk leaves an earlier export as it was and
     raises a one-line :class:`frozen.errors.WriteError`."""
     path.mkdir(parents=True, exist_ok=True)
-    weights = path / WEIGHTS_NAME
-    try:
-        atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    except SafetensorError as err:  # safetensors' Rust writer: "I/O error: File too large (os error 27)"
-        raise write_error(weights, err) or err
-    atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    for name, write in ((WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})),
+                        (CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))):
+        try:
+            atomic_write(path / name, write)
+        except (SafetensorError, OSError) as err:  # safetensors: "I/O error: File too large (os error 27)"
+            raise write_error(path / name, err) or err
 
 
 def read_config(path: Path) -> dict[str, Any]:
