@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from frozen.errors import FrozenError
+from frozen.errors import FrozenError, write_error
 
 USER_ERROR_EXIT = 2
 DEBUG_ARGS = ("debug=true", "debug=1", "debug=True", "+debug=true")
@@ -94,6 +94,20 @@ def _debug_requested(argv: list[str]) -> bool:
     return bool(flagged) or _debug()
 
 
+def _run_folder_write_error(err: BaseException) -> FrozenError | None:
+    """A full disk (or read-only run folder) met by Hydra itself, writing ``.hydra/config.yaml`` before our
+    code runs: the one-line :func:`~frozen.errors.write_error` naming that file, else None. Hydra's error
+    carries no file name: it is read from the writing frame (``_save_config(cfg, filename, output_dir)``)."""
+    tb = err.__traceback__
+    while tb is not None:
+        found = tb.tb_frame.f_locals
+        if tb.tb_frame.f_code.co_name == "_save_config" and "output_dir" in found:
+            return write_error(os.path.join(str(found["output_dir"]), str(found.get("filename", ""))), err,
+                               "nothing was run")
+        tb = tb.tb_next
+    return None  # elsewhere: each of our writers names its own file (an unnamed one is a bug to report)
+
+
 def run(main: Callable[[], Any]) -> Any:
     """Call a ``@hydra.main`` function so that user errors end as one line each and exit code 2."""
     import hydra._internal.utils as hydra_utils
@@ -109,6 +123,9 @@ def run(main: Callable[[], Any]) -> Any:
         except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right below
             if _is_user_error(err):
                 report(err)
+            unwritable = _run_folder_write_error(err)
+            if unwritable is not None:
+                report(unwritable)
             bug = err
 
             def reraise() -> NoReturn:

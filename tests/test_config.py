@@ -189,6 +189,17 @@ def test_fsdp_settings_are_checked_with_the_other_values():
     ]
 
 
+@pytest.mark.parametrize("betas, ok", [
+    ("[0.9,0.95]", True), ("[0.0,0.999]", True),
+    ("[0.9,1.0]", False),  # AdamW's bias correction divides by 1 - beta2**t = 0: NaN from the first step
+    ("[1.0,0.95]", False), ("[-0.1,0.95]", False), ("[0.9,1.5]", False), ("[0.9]", False), ("[0.9,0.95,0.99]", False),
+])
+def test_adam_betas_must_be_two_numbers_below_one(betas, ok):
+    cfg = compose_train("experiment=debug", f"trainer.betas={betas}")
+    given = [float(b) for b in betas.strip("[]").split(",")]
+    assert train_config_problems(cfg) == ([] if ok else [f"trainer.betas must be two numbers in [0, 1), got {given}"])
+
+
 def test_batch_split_is_checked_only_once_the_numbers_are_sane():
     # The debug trainer's global batch is 8: a micro-batch of 3 on one process cannot make it up.
     cfg = compose_train("experiment=debug", "per_gpu_batchsize=3")

@@ -185,6 +185,14 @@ def test_evaluate_deepmind_root_missing(probe_dir, tmp_path, tiny_gpt2):
     assert "LM" not in "\n".join(error_lines(out))  # the export's LM exists
 
 
+def test_evaluate_task_root_that_is_a_file_is_refused_before_the_lm_loads(probe_dir, tmp_path, tiny_gpt2):
+    export = fake_export(tmp_path / "run", str(tiny_gpt2))
+    (tmp_path / "fewshot").write_text("an archive, not its extracted folder")
+    rc, out, modules = run("evaluate.py", "eval=fewshot_deepmind", f"load_path={export}", f"data_root={tmp_path}",
+                           probe_dir=probe_dir, tmp_path=tmp_path)
+    assert_user_error(rc, out, modules, f"root={tmp_path}/fewshot is not a folder")
+
+
 # ------------------------------------------------------------------------------------------ make targets
 def make(*args: str, **kw) -> subprocess.CompletedProcess:
     """``make`` without rebuilding the shared venv (its install stamp counts as up to date)."""

@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from frozen.errors import write_error
+
 # Logs and CI are not terminals: rich would wrap tables at 80 columns there.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
@@ -69,7 +71,7 @@ class RunLogger:
         if not active:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a")
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "ab", buffering=0)  # each line on disk as written
         if backend == "wandb":
             resolved = wandb_mode(mode)
             if resolved != "disabled":
@@ -107,9 +109,7 @@ class RunLogger:
         """Advance the bar to ``step`` and log ``metrics`` (jsonl every call, W&B, bar fields)."""
         if not self.active:
             return
-        record = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        self._append({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}})
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
         stats = "  ".join(_fmt(k, metrics[k]) for k in STATS if k in metrics)
@@ -128,12 +128,23 @@ class RunLogger:
         """Validation results and other one-off numbers: jsonl + W&B, no bar update."""
         if not self.active:
             return
-        self._jsonl.write(
-            json.dumps({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}) + "\n"
-        )
-        self._jsonl.flush()
+        self._append({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}})
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        """One line of metrics.jsonl; a full disk is one line naming the file, which keeps its whole lines."""
+        fd, line = self._jsonl.fileno(), memoryview((json.dumps(record) + "\n").encode())
+        size = os.fstat(fd).st_size
+        try:
+            while line:
+                line = line[self._jsonl.write(line):]  # an unbuffered write may be short
+        except OSError as err:
+            try:
+                os.ftruncate(fd, size)  # no half line for the next reader or the resumed run to append to
+            except OSError:
+                pass
+            raise write_error(self._jsonl.name, err, "the lines before are kept") or err
 
     def print(self, *args: Any) -> None:
         if self.active:

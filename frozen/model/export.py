@@ -20,8 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from frozen.config import LMConfig, ModelConfig
+from frozen.core.files import atomic_write
 from frozen.core.results import RESULTS_NAME
-from frozen.errors import FrozenConfigError
+from frozen.errors import FrozenConfigError, write_error
 
 CONFIG_NAME = "frozen_config.json"  # not config.json: a Frozen export must not look like an HF LM folder
 WEIGHTS_NAME = "model.safetensors"
@@ -65,10 +66,16 @@ def export_config(model_cfg: ModelConfig, lm_cfg: LMConfig, metadata: dict[str, 
 
 
 def write_export(path: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Write ``state`` (contiguous CPU tensors) to ``model.safetensors`` and ``config`` to ``frozen_config.json``."""
+    """Write ``state`` (contiguous CPU tensors) to ``model.safetensors`` and ``config`` to ``frozen_config.json``,
+    each atomically (:func:`frozen.core.files.atomic_write`): a full disk leaves an earlier export as it was and
+    raises a one-line :class:`frozen.errors.WriteError`."""
     path.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    for name, write in ((WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})),
+                        (CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))):
+        try:
+            atomic_write(path / name, write)
+        except (SafetensorError, OSError) as err:  # safetensors: "I/O error: File too large (os error 27)"
+            raise write_error(path / name, err) or err
 
 
 def read_config(path: Path) -> dict[str, Any]:

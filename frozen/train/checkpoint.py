@@ -17,7 +17,6 @@ import dataclasses
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ import torch
 
 from frozen.config import TrainConfig
 from frozen.core import dist
-from frozen.core.files import sha256_of
+from frozen.core.files import atomic_write, sha256_of
 from frozen.data.samples import SkipCounter
 from frozen.errors import FrozenError, write_error
 
@@ -41,27 +40,11 @@ class CheckpointError(FrozenError, OSError):
     """No intact checkpoint to resume from (each damaged one was reported and moved aside)."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then fsync and rename onto ``path``; the temporary file never survives a failure."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _torch_save(state: dict[str, Any], tmp: str) -> None:
+    """``torch.save`` through a Python file: a full disk then surfaces as the OSError (ENOSPC, EFBIG) that
+    torch's RuntimeError ("unexpected pos ...") is raised during, which :func:`write_error` names."""
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def rng_state() -> dict[str, Any]:
@@ -129,10 +112,10 @@ def save(path: str | Path, state: dict[str, Any], keep_last: int = 0) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: _torch_save(state, tmp))
         digest = sha256_of(path)
-        _atomic_write(Path(f"{path}{CHECKSUM_SUFFIX}"), lambda tmp: Path(tmp).write_text(f"{digest}  {path.name}\n"))
-    except OSError as err:
+        atomic_write(Path(f"{path}{CHECKSUM_SUFFIX}"), lambda tmp: Path(tmp).write_text(f"{digest}  {path.name}\n"))
+    except (OSError, RuntimeError) as err:  # torch.save's writer: RuntimeError
         raise write_error(path, err, RELAUNCH) or err
     if keep_last > 0:
         for old in list_checkpoints(path.parent.parent)[:-keep_last]:

@@ -1,11 +1,11 @@
 """Where a run starts: its latest checkpoint (or ``load_path``), a trained export (``init_from``), or step 0.
 
 A checkpoint is the newest intact one (damaged ones are moved aside, :mod:`frozen.train.checkpoint`).
-It only continues the same model and LM settings and the same batches (shards, batch split, world
-size, seed): every such change is refused, all of them in one error. Other changes (lr, schedule,
-logging, checkpoint cadence, max_steps) keep the resume exact from that step on: they are listed in
-the log and appended to ``<run_dir>/resume_changes.jsonl``. An export (``init_from``) only has to
-have the same model and LM.
+It only continues the same model and LM settings and the same batches (shards, order, batch split,
+world size, seed, the text and pixels of each example, the blind ablation): every such change is
+refused, all of them in one error. Other changes (lr, schedule, logging, checkpoint cadence,
+max_steps) keep the resume exact from that step on: they are listed in the log and appended to
+``<run_dir>/resume_changes.jsonl``. An export (``init_from``) only has to have the same model and LM.
 """
 
 from __future__ import annotations
@@ -29,21 +29,32 @@ from frozen.train import checkpoint as ckpt
 RESUME_CHANGES = "resume_changes.jsonl"  # in the run dir: one line per resume with changed settings
 _SAME_MODEL = ("model", "lm")  # a checkpoint only continues the model and LM it was trained with
 _NOT_SETTINGS = {"run_dir", "load_path"}  # where the run is, not how it trains
-# Settings that fix the order or the split of training batches: a resume with another value would
-# not continue the run an uninterrupted one would have been (refused; the world size too).
+# Settings that fix the order, the split or the content of the training batches: a resume with another
+# value would not continue the run an uninterrupted one would have been (refused; the world size too).
+# Each is tested (tests/train/test_resume_rules.py); a new config key is classified here or below.
 _DATA_ORDER_KEYS = (
-    ("data", "train_shards"),
-    ("data_root",),
-    ("data", "shuffle_buffer"),
-    ("data", "num_workers"),
-    ("data", "per_image_caption"),
-    ("data", "max_length"),
-    ("trainer", "batch_size"),
-    ("per_gpu_batchsize",),
-    ("num_gpus",),
+    ("data", "train_shards"),  # which samples
+    ("data_root",),  # where the patterns point: other files
+    ("data", "shuffle_buffer"),  # the shuffled order
+    ("data", "num_workers"),  # each worker reads its own shards: the interleaving of samples
+    ("data", "per_image_caption"),  # which caption of a sample is trained on
+    ("data", "max_length"),  # where captions are truncated: other target tokens (and packed row width)
+    ("data", "caption_template"),  # the text a caption becomes: other tokens
+    ("data", "vqa_prompt"),  # the same for a VQA sample's prompt
+    ("data", "vqa_target"),  # and its answer
+    ("data", "jpeg_draft"),  # reduced-scale vs full JPEG decode: other pixels
+    ("data", "packing"),  # which captions share a row: other batches (and other float sums)
+    ("trainer", "batch_size"),  # samples per step
+    ("trainer", "blind"),  # zeroed images: half a run would be neither the ablation nor the model
+    ("per_gpu_batchsize",),  # the micro-batch split (accumulation order of the sums)
+    ("num_gpus",),  # the per-rank streams and their split
     ("num_nodes",),
-    ("seed",),
+    ("seed",),  # the shuffle and every rank's RNG
 )
+# The other keys keep the batches an uninterrupted run would have seen from the checkpoint on: a change
+# there is the user's choice from that step (listed in the log and in resume_changes.jsonl), e.g.
+# data.val_shards (validation only), data.prefetch_factor (batches in flight, not which), trainer.lr /
+# schedule / betas / precision / strategy / compile, logging, validation and checkpoint cadence, max_steps.
 
 
 def start_point(

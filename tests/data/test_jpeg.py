@@ -117,6 +117,24 @@ def test_what_libjpeg_turbo_does_not_take_is_decoded_by_pil_in_full(monkeypatch)
     assert decode_jpeg(photo_jpeg, 224) is None  # check (a warning here, an error past twice the limit) decides
 
 
+def test_ycck_jpeg_from_libjpeg_turbo_is_decoded_by_pil_like_pils_own_cmyk():
+    """libjpeg-turbo writes CMYK input as YCCK (Adobe transform 2), PIL writes it as plain CMYK (transform 0);
+    both hold inverted CMYK (Adobe's convention). Neither is libjpeg-turbo's to convert: both go to PIL in
+    full, and both come back as the photo they were made from."""
+    rgb = _pil(photo_jpegs()["astronaut"])
+    cmyk = rgb.convert("CMYK")
+    ycck = simplejpeg.encode_jpeg(255 - np.asarray(cmyk), quality=90, colorspace="CMYK")  # inverted, as Adobe's
+    own = _jpeg(cmyk)
+    assert simplejpeg.decode_jpeg_header(ycck)[2] == "YCCK" and simplejpeg.decode_jpeg_header(own)[2] == "CMYK"
+    for data in (ycck, own):
+        assert decode_jpeg(data, 224) is None
+        for target in (None, 224):
+            image = decode_image(data, target)
+            assert image.mode == "RGB" and image.tobytes() == _pil(data).tobytes()  # PIL's full decode
+        error = np.abs(np.asarray(decode_image(data, 224), dtype=np.int16) - np.asarray(rgb, dtype=np.int16))
+        assert error.mean() < 2, "the colours of the photo, not their inverse"
+
+
 def test_png_and_small_jpegs_are_decoded_bit_for_bit_as_before():
     for data in (encoded((640, 480), "PNG"), encoded((400, 300)), encoded((32, 24)), encoded((640, 480), "WEBP")):
         assert decode_image(data, 224).tobytes() == decode_image(data).tobytes() == _pil(data).tobytes()

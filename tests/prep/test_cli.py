@@ -154,3 +154,18 @@ def test_full_disk_is_one_line_naming_the_shard_and_the_free_space(cli, vqa_file
     assert err.startswith(f"error: cannot write {out / 'vqa-val-000000.tar.tmp'}: the disk is full (")
     assert f"free on {out}); no completed shard of 'vqa-val'; free space" in err
     assert list(out.iterdir()) == []
+
+
+def test_full_disk_for_real_is_one_line_and_removes_the_unfinished_shard(vqa_files, tmp_path):
+    """The same promise under a real write limit (RLIMIT_FSIZE: the tar writer's own OSError, EFBIG), not a stand-in."""
+    from disklimit import run_limited
+
+    q, a, images = vqa_files
+    out = tmp_path / "out"
+    proc = run_limited([str(REPO / "scripts" / "make_shards.py"), "vqav2", "--questions", str(q), "--annotations",
+                        str(a), "--images", str(images), "--out", str(out)], max_bytes=1024, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: cannot write {out / 'vqa-val-000000.tar.tmp'}: the file is over the file "
+                                  "size limit (ulimit -f) (")
+    assert f"free on {out}); no completed shard of 'vqa-val'; free space" in proc.stderr
+    assert list(out.iterdir()) == []

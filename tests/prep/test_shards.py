@@ -92,6 +92,18 @@ def test_report_summary_details_and_failure_rules():
     assert ConvertReport("out").failure(0.5) == "wrote nothing: the input holds no records"
 
 
+def test_mostly_names_the_reason_that_lost_the_most_records():
+    """make_shards' "mostly X": the largest count of lost records, not the first or last reason by name, and
+    never a requested skip (--limit), however many it skipped."""
+    report = ConvertReport("out")
+    for reason, count in (("bad_json", 2), ("missing_image_file", 5), ("zero_size_image", 1), ("beyond_limit", 50)):
+        report.skip(reason, f"{reason}-1", count=count)
+    assert report.main_cause() == "missing_image_file: 5, first: missing_image_file-1"
+    report.skip("zero_size_image", count=6)  # now 7: the most
+    assert report.main_cause() == "zero_size_image: 7, first: zero_size_image-1"
+    assert ConvertReport("out").main_cause() is None
+
+
 def _full_disk_after(monkeypatch, writes: int) -> None:
     """TarWriter.write raises ENOSPC once ``writes`` samples went through."""
     import errno

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,8 +98,7 @@ def test_full_or_read_only_disk_is_one_line_and_the_previous_checkpoint_stays(tm
     before = previous.read_bytes()
 
     def failing_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as out:
-            out.write(b"partial")
+        f.write(b"partial")  # checkpoint.save hands torch.save an open file (tests/test_full_disk.py: a real limit)
         raise OSError(code, __import__("os").strerror(code))
 
     monkeypatch.setattr(torch, "save", failing_save)
@@ -130,3 +130,55 @@ def test_export_on_a_full_disk_is_one_line_and_a_relaunch_exports(tmp_path, capt
     assert ckpt.latest_checkpoint(cfg.run_dir).name == "step_00000002.pt"
     monkeypatch.setattr(frozen_model, "write_export", real)
     assert train(cfg)["step"] == 2 and (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+def _record_disk_calls(monkeypatch) -> list[tuple[str, ...]]:
+    """os.fsync (with the path its descriptor names), os.replace and os.unlink, in call order."""
+    import os
+
+    calls: list[tuple[str, ...]] = []
+    fsync, replace, unlink = os.fsync, os.replace, os.unlink
+
+    def recorded_fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def recorded_replace(src, dst, **kwargs):
+        calls.append(("replace", str(src), str(dst)))
+        return replace(src, dst, **kwargs)
+
+    def recorded_unlink(path, **kwargs):
+        calls.append(("unlink", str(path)))
+        return unlink(path, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    monkeypatch.setattr(os, "unlink", recorded_unlink)
+    return calls
+
+
+def test_checkpoint_bytes_are_on_disk_before_the_rename_and_the_rename_before_rotation(tmp_path, monkeypatch):
+    """A power loss must never leave the newest name on an empty file after rotation removed the older one."""
+    ckpt.save(ckpt.checkpoint_path(tmp_path, 1), {"step": 1, "model": {}})
+    calls = _record_disk_calls(monkeypatch)
+    ckpt.save(ckpt.checkpoint_path(tmp_path, 2), {"step": 2, "model": {"w": torch.ones(3)}}, keep_last=1)
+    folder = tmp_path / "checkpoints"
+    tmp = calls[0][1]
+    assert Path(tmp).parent == folder and Path(tmp).name.startswith(".tmp-")
+    assert calls[:3] == [("fsync", tmp), ("replace", tmp, str(folder / "step_00000002.pt")), ("fsync", str(folder))]
+    side = calls[3][1]
+    assert calls[3:6] == [("fsync", side), ("replace", side, str(folder / "step_00000002.pt.sha256")),
+                          ("fsync", str(folder))]
+    old = folder / "step_00000001.pt"
+    assert calls[6:] == [("unlink", str(old)), ("unlink", f"{old}.sha256")], "rotation after the new one is on disk"
+
+
+def test_export_files_are_on_disk_before_the_rename(tmp_path, monkeypatch):
+    from frozen.model.export import write_export
+
+    calls = _record_disk_calls(monkeypatch)
+    write_export(tmp_path, {"w": torch.ones(3)}, {"format": "frozen"})
+    for i, name in ((0, "model.safetensors"), (3, "frozen_config.json")):
+        tmp = calls[i][1]
+        assert calls[i:i + 3] == [("fsync", tmp), ("replace", tmp, str(tmp_path / name)), ("fsync", str(tmp_path))]
+    assert len(calls) == 6
