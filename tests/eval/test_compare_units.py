@@ -210,7 +210,8 @@ def test_readers_say_what_is_wrong_in_one_line(tmp_path):
         load_runs([])
     two_models = tmp_path / "summary"
     two_models.mkdir()
-    (two_models / "results.json").write_text(json.dumps({"rows": [dict(ROWS[0], model="m1"), dict(ROWS[0], model="m2")]}))
+    rows = [dict(ROWS[0], model="m1"), dict(ROWS[0], model="m2")]
+    (two_models / "results.json").write_text(json.dumps({"rows": rows}))
     with pytest.raises(InputError, match=r"holds the rows of 2 models \(m1, m2: make demo's summary\); pass each "
                                          rf"model's evaluation folder instead, e.g. {two_models / 'eval' / 'm1'}"):
         load_run(two_models, "s")
