@@ -1,8 +1,8 @@
 """Stop strings in every decoding path: with several stops, an answer ends at the earliest one that occurs.
 
-The tiny LM is scripted (:func:`scripted`): its next token is a function of the last input token, so every
-path (transformers' cached ``generate``, the uncached reference, a left-padded batch, the shared-support KV
-cache) writes the same text, ``"red. blue\\nQ"``, and must cut it at the ``"."`` although ``"\\n"`` is
+The tiny LM is scripted (:func:`frozen.core.tiny.script_lm`): its next token is a function of the last input
+token, so every path (transformers' cached ``generate``, the uncached reference, a left-padded batch, the
+shared-support KV cache) writes the same text, ``"red. blue\\nQ"``, and must cut it at the ``"."`` although ``"\\n"`` is
 listed first.
 """
 
@@ -11,39 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from frozen.core.tiny import script_lm
+
 TEXT = "red. blue\nQ"
 STOPS = ["\n", "."]  # "\n" first: the earliest stop in the text, ".", must still win
-
-
-def scripted(model, text: str = TEXT):
-    """Make ``model.lm`` write ``text`` after any prompt ending in text, then EOS: the next token is looked up
-    from the last input token (an id, or the embedding row that ``inputs_embeds`` ends with)."""
-    tok, lm = model.tokenizer, model.lm
-    script = tok(text, add_special_tokens=False).input_ids
-    assert len(set(script)) == len(script), "the script needs distinct tokens"
-    table = lm.get_input_embeddings().weight  # [V, D]
-    successor = {a: b for a, b in zip(script, script[1:])} | {script[-1]: tok.eos_token_id}
-    last: list[torch.Tensor] = []
-
-    def before(module, args, kwargs):
-        model.lm_calls = getattr(model, "lm_calls", 0) + 1
-        ids = kwargs.get("input_ids")
-        if ids is not None:
-            last.append(ids[:, -1])
-        else:  # the row of the embedding table nearest to each sequence's last input: [B]
-            last.append(torch.cdist(kwargs["inputs_embeds"][:, -1].float(), table.float()).argmin(-1))
-
-    def after(module, args, kwargs, out):
-        prev = last.pop()
-        wanted = torch.tensor([successor.get(int(i), script[0]) for i in prev])  # anything else starts the script
-        logits = out.logits[:, -1]  # [B, V]
-        logits.fill_(-1e4)
-        logits[torch.arange(len(wanted)), wanted] = 1e4
-        return out
-
-    handles = [lm.register_forward_pre_hook(before, with_kwargs=True),
-               lm.register_forward_hook(after, with_kwargs=True)]
-    return handles
 
 
 def _images(n):
@@ -53,7 +24,7 @@ def _images(n):
 
 @pytest.fixture
 def model(tiny_model):
-    handles = scripted(tiny_model.eval())
+    handles = script_lm(tiny_model.eval(), TEXT)
     yield tiny_model
     for h in handles:
         h.remove()
