@@ -22,31 +22,41 @@ HAS_LMMS_EVAL = importlib.util.find_spec("lmms_eval") is not None
 
 
 def _standin_modules() -> dict[str, types.ModuleType]:
-    """lmms_eval.api.instance / api.model / models.registry_v2, as much of them as the model uses (0.7.3)."""
+    """lmms_eval.api.instance / api.model / models.registry_v2 of lmms-eval 0.7.3 (the version make lmms-eval
+    installs), as much of them as the model uses, with the same fields."""
 
     @dataclass
     class Instance:  # lmms_eval.api.instance.Instance: a request; the model reads .args
         request_type: str
         arguments: tuple
         idx: int
-        metadata: tuple = field(default_factory=lambda: (None, None, None))  # (task name, doc id, repeats)
+        metadata: dict = field(default_factory=dict)  # {"task": ..., "doc_id": ..., "repeats": ...}
+
+        def __post_init__(self) -> None:
+            self.task_name, self.doc_id, self.repeats = (self.metadata["task"], self.metadata["doc_id"],
+                                                         self.metadata["repeats"])
 
         @property
         def args(self) -> tuple:
-            return self.arguments
+            return self.arguments if isinstance(self.arguments, tuple) else (self.arguments,)
 
     @dataclass
-    class GenerationResult:  # lmms-eval hands .text on unchanged (not str()-ed)
+    class GenerationResult:  # the evaluator hands .text on unchanged (any other response is str()-ed)
         text: Any
+        token_counts: Any = None
 
     class lmms:  # lmms_eval.api.model.lmms: the base class
+        is_simple = True
+
         def __init__(self) -> None:
+            self._rank, self._world_size = 0, 1
             self.task_dict: dict = {}
 
-    @dataclass
+    @dataclass(frozen=True)
     class ModelManifest:
         model_id: str
         simple_class_path: str | None = None
+        chat_class_path: str | None = None
 
     names = {"lmms_eval": {}, "lmms_eval.api": {}, "lmms_eval.models": {},
              "lmms_eval.api.instance": {"Instance": Instance, "GenerationResult": GenerationResult},
@@ -84,7 +94,7 @@ def export(tmp_path_factory, tiny_gpt2):
 def _request(module, args, kind="loglikelihood"):
     from lmms_eval.api.instance import Instance
 
-    return Instance(request_type=kind, arguments=args, idx=0, metadata=("t", 0, 1))
+    return Instance(request_type=kind, arguments=args, idx=0, metadata={"task": "t", "doc_id": 0, "repeats": 1})
 
 
 def test_loglikelihood_is_negative_so_lmms_evals_argmin_picks_the_likeliest(lmms_model, export):
