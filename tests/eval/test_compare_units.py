@@ -81,6 +81,7 @@ def test_protocol_fields():
         ("vqa", "caps", "bind"), NOT_RECORDED)
     assert list(protocols(config | {"tasks": ["caps"]})) == ["caps"]  # evaluate.py tasks=[...]: only those ran
     assert list(protocols(config | {"tasks": []})) == ["vqa", "caps", "bind"]
+    assert protocols({}) == {} and protocols({"eval": {}}) == {}  # a config without tasks: no protocols
     assert task_protocol({"kind": "vqa"}, {}, None) == {"preset": None, "kind": "vqa",
                                                         "metric_revision": NOT_RECORDED}
 

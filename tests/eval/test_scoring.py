@@ -16,7 +16,7 @@ from frozen.eval.metrics import (
     strict_match,
     vqa_accuracy,
 )
-from frozen.eval.stats import aggregate_seeds, is_proportion, two_proportion_p, wilson_interval
+from frozen.eval.stats import aggregate_seeds, chance, is_proportion, two_proportion_p, wilson_interval
 
 # ------------------------------------------------------------------------------------------- naming
 
@@ -135,6 +135,13 @@ def test_which_metrics_are_proportions():
         assert not is_proportion(metric), metric
 
 
+def test_chance_levels():
+    assert chance({"ways": 2, "metric": "accuracy"}) == 0.5 and chance({"ways": 5, "metric": "accuracy"}) == 0.2
+    assert chance({"metric": "vqa_accuracy[yes/no]"}) == 0.5
+    assert chance({"metric": "vqa_accuracy"}) is None and chance({"metric": "vqa_accuracy[other]"}) is None
+    assert chance({"ways": 4, "metric": "vqa_accuracy[yes/no]"}) == 0.25  # an episode's ways come first
+
+
 def test_wilson_interval_bounds_and_errors():
     lo, hi = wilson_interval(0.5, 1)  # n = 1 is allowed
     assert 0.0 < lo < 0.5 < hi < 1.0
@@ -180,8 +187,8 @@ def test_aggregate_seeds_edges():
     # a cell with no mean in one seed, followed by another cell: both come out, the first without a mean
     none = _row(None, n=0, note="none")
     del none["stddev"]  # a row that scored nothing may carry no spread
-    first, second = aggregate_seeds([[_row(0.5, note="a"), _row(0.5, metric="accuracy")],
-                                     [none, _row(0.7, metric="accuracy")]])
-    assert first["note"] == "a" and first["mean"] is None and first["trial_std"] is None
+    first, second = aggregate_seeds([[none, _row(0.5, metric="accuracy")],
+                                     [_row(0.5, note="a"), _row(0.7, metric="accuracy")]])
+    assert first["note"] == "none" and first["mean"] is None and first["trial_std"] is None
     assert first["num_seeds"] == 2 and "stddev" not in first
     assert second["mean"] == pytest.approx(0.6) and second["num_seeds"] == 2
