@@ -24,14 +24,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-PACKING = "tests/model/test_packing.py"
+PACKING, COMPARE = "tests/model/test_packing.py", "tests/eval/test_compare.py"
 # name -> (file mutated, the tests that cover it, mutant-name globs: only these functions' mutants run)
 MODULES: dict[str, tuple[str, list[str], list[str]]] = {
     "eval/metrics": ("frozen/eval/metrics.py", ["tests/eval/test_metrics.py", "tests/eval/test_scoring.py"], []),
     "eval/stats": ("frozen/eval/stats.py", ["tests/eval/test_stats.py", "tests/eval/test_scoring.py"], []),
     "eval/answer": ("frozen/eval/answer.py", ["tests/eval/test_answer.py"], []),
     "eval/protocol": ("frozen/eval/protocol.py", ["tests/eval/test_compare_units.py"], []),
-    "eval/compare": ("frozen/eval/compare.py", ["tests/eval/test_compare_units.py"], []),
+    # with the hand-written-folder tests of test_compare.py (the rest train and evaluate: minutes)
+    "eval/compare": ("frozen/eval/compare.py", ["tests/eval/test_compare_units.py",
+                                                f"{COMPARE}::test_a_folder_that_is_not_a_run_is_a_one_line_error",
+                                                f"{COMPARE}::test_runs_with_the_same_folder_name_are_told_apart"], []),
     # the collation tests of test_packing.py (its LM-forward equality tests take seconds per mutant)
     "data/packing": ("frozen/data/packing.py", [f"{PACKING}::test_packed_collation_layout",
                                                 f"{PACKING}::test_first_fit_decreasing_is_deterministic_and_fills_rows",

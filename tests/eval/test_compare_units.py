@@ -129,12 +129,12 @@ def test_noise_keys_are_not_columns():
     assert is_noise("max_examples") and is_noise("eval:batch_size")
     assert not is_noise("eval:precision") and not is_noise("eval:seed") and not is_noise("trainer.lr")
     assert not is_noise("logger") and not is_noise("run_dir.x") and not is_noise("seed")
-    runs = [Run("a", Path("a"), {"run_dir": "x", "trainer.lr": 1e-3, "seed": 0, "lm.name": "gpt2", "only_a": 1,
-                                 "model.num_prefix_tokens": 2, "z": [1, 2]}),
-            Run("b", Path("b"), {"run_dir": "y", "trainer.lr": 1e-2, "seed": 1, "lm.name": "opt",
-                                 "model.num_prefix_tokens": 2, "z": [1, 3]})]
-    # FIRST order (lm.name, seed, trainer.lr), then appearance; a key one run lacks does not vary
-    assert varying(runs) == ["lm.name", "seed", "trainer.lr", "z"]
+    runs = [Run("a", Path("a"), {"run_dir": "x", "z": [1, 2], "trainer.lr": 1e-3, "seed": 0, "lm.name": "gpt2",
+                                 "only_a": 1, "model.num_prefix_tokens": 2, "a.b": 1}),
+            Run("b", Path("b"), {"run_dir": "y", "z": [1, 3], "trainer.lr": 1e-2, "seed": 1, "lm.name": "opt",
+                                 "model.num_prefix_tokens": 2, "a.b": 2})]
+    # FIRST order (lm.name, seed, trainer.lr), then order of appearance; a key one run lacks does not vary
+    assert varying(runs) == ["lm.name", "seed", "trainer.lr", "z", "a.b"]
     assert varying(runs[:1]) == []
 
 
@@ -169,6 +169,10 @@ def test_interval_kinds():
     assert interval({"metric": "loss", "mean": mean, "batch_losses": ten})[1] - mean == pytest.approx(
         2.228 * sd / math.sqrt(11))
     assert interval({"metric": "loss", "mean": 2.0, "batch_losses": [2.0]}) is None
+    lo, hi = interval({"metric": "loss", "mean": 2.0, "batch_losses": [1.0, 3.0]})  # 1 dof: t = 12.706
+    assert hi - 2.0 == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2))
+    for mean in (0.0, 1.0):  # the ends of a proportion get their Wilson interval too
+        assert interval({"metric": "accuracy", "mean": mean, "num_examples": 16}) == wilson_interval(mean, 16)
 
 
 def test_cells_and_flattening():
@@ -193,6 +197,12 @@ def test_readers_say_what_is_wrong_in_one_line(tmp_path):
         read_json(tmp_path / "list.json")
     with pytest.raises(InputError, match="no such folder"):
         load_run(tmp_path / "missing", "m")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError) as info:
+        load_run(tmp_path / "plain", "p")
+    assert str(info.value) == (f"{tmp_path / 'plain'} is not a run: it has no results.json, validation.json or "
+                               ".hydra/config.yaml; pass a training or evaluation run folder or a Hydra multirun "
+                               "folder (multirun/NAME/DATE_TIME)")
     hydra_only = tmp_path / "hydra_only"
     (hydra_only / ".hydra").mkdir(parents=True)
     (hydra_only / ".hydra" / "config.yaml").write_text("seed: 0\n")
@@ -202,12 +212,14 @@ def test_readers_say_what_is_wrong_in_one_line(tmp_path):
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text("{}\n")
     (sweep / "notes").mkdir()
-    with pytest.raises(InputError, match="has multirun.yaml but no job folders"):
+    with pytest.raises(InputError, match="has multirun.yaml but no job folders .*: the sweep did not start its jobs; "
+                                         "run it again$"):
         job_folders(sweep)
     for name in ("10_lr=2", "2_lr=1", "x_y"):
         (sweep / name).mkdir()
     assert [p.name for p in job_folders(sweep)] == ["2_lr=1", "10_lr=2"]
-    with pytest.raises(InputError, match="no runs to compare"):
+    with pytest.raises(InputError, match='^no runs to compare: make compare RUNS="outputs/run_a outputs/run_b" '
+                                         r'\(or a multirun folder\)$'):
         load_runs([])
     two_models = tmp_path / "summary"
     two_models.mkdir()
@@ -233,9 +245,13 @@ def test_an_evaluation_takes_the_config_of_the_model_it_loaded(tmp_path):
     assert training_config(train) == {"lm": "tiny_preset", "experiment": "debug", "trainer.lr": 1e-3,
                                       "model.num_prefix_tokens": 2, "lm.name": "tiny", "seed": 0}
     assert training_config(tmp_path) is None
+    for hydra in ("", "hydra: {}\n", "hydra: {runtime: {}}\n", "hydra: {runtime: {choices: null}}\n"):
+        (train / ".hydra" / "hydra.yaml").write_text(hydra)  # no preset choices recorded: the config alone
+        assert training_config(train)["trainer.lr"] == 1e-3 and "experiment" not in training_config(train)
     (tmp_path / "evalrun" / ".hydra").mkdir(parents=True)
     (tmp_path / "evalrun" / ".hydra" / "config.yaml").write_text("seed: 0\nprecision: fp32\n")
     assert training_config(tmp_path / "evalrun") is None  # an evaluation's own saved config has no trainer
+    (train / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"lm": "x"}}}}))
     assert model_config(str(train), None)["trainer.lr"] == 1e-3
     assert model_config(str(train / "export"), None)["trainer.lr"] == 1e-3  # the run of an export inside it
     assert model_config(None, str(train / "ckpt.pt"))["trainer.lr"] == 1e-3
@@ -251,6 +267,20 @@ def test_an_evaluation_takes_the_config_of_the_model_it_loaded(tmp_path):
     run = load_run(write_eval_run(tmp_path / "e", load_path=str(train), seed=3), "e")
     assert run.config["trainer.lr"] == 1e-3 and run.config["eval:seed"] == 3 and run.config["eval:precision"] == "fp32"
     assert "lm_num_parameters" not in run.config
+    # a results.json that names the checkpoint it evaluated (no load_path): that run's config
+    checkpointed = write_eval_run(tmp_path / "c", rows=[dict(ROWS[0], model="frozen")])
+    data = json.loads((checkpointed / "results.json").read_text()) | {"checkpoint": str(train / "ckpt.pt")}
+    (checkpointed / "results.json").write_text(json.dumps(data))
+    run = load_run(checkpointed, "c")  # one model's rows: an evaluation folder, not a summary
+    assert run.config["trainer.lr"] == 1e-3 and run.protocol["vqa"]["metric_revision"] != NOT_RECORDED
+
+
+def test_validation_without_protocol_or_lm_size(tmp_path):
+    folder = write_training_run(tmp_path / "run", 1e-2)
+    (folder / "validation.json").write_text(json.dumps({"rows": [{"task": "validation", "metric": "loss",
+                                                                  "mean": 2.0}]}))
+    run = load_run(folder, "r")
+    assert run.protocol == {} and "lm_num_parameters" not in run.config and run.config["trainer.lr"] == 1e-2
 
 
 def test_validation_and_results_in_one_folder(tmp_path):
@@ -264,6 +294,7 @@ def test_validation_and_results_in_one_folder(tmp_path):
     data = {"config": eval_config(), "rows": ROWS, "lm_num_parameters": 99}
     (folder / "results.json").write_text(json.dumps(data))
     run = load_run(folder, "r")
+    assert set(run.protocol) == {"validation", "vqa"}
     assert run.config["lm_num_parameters"] == 99 and len(run.rows) == 3
     assert run.protocol["vqa"]["metric_revision"] == NOT_RECORDED  # no recorded protocol: rebuilt, revision unknown
     assert set(run.cells()) == {("validation", "image", "last validation", "loss"),

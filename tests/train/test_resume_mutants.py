@@ -91,6 +91,14 @@ def test_changes_that_keep_resume_exact_are_logged_and_recorded_once_per_resume(
     assert len((tmp_path / "run" / resume.RESUME_CHANGES).read_text().splitlines()) == 2
 
 
+def test_the_record_is_written_where_the_run_dir_does_not_exist_yet_and_any_value_is_recorded(tmp_path):
+    cfg = cfg_in(tmp_path / "new" / "nested" / "run")  # resuming from load_path= into a fresh run_dir
+    state = state_of(cfg, **{"trainer.lr": {0.5}})  # a value JSON cannot hold: recorded as its text
+    check(state, cfg)
+    (line,) = (tmp_path / "new" / "nested" / "run" / resume.RESUME_CHANGES).read_text().splitlines()
+    assert json.loads(line)["changes"] == {"trainer.lr": ["{0.5}", cfg.trainer.lr]}
+
+
 def test_a_key_only_one_side_has_counts_as_changed(tmp_path):
     cfg = cfg_in(tmp_path)
     state = state_of(cfg)
