@@ -56,7 +56,7 @@ def scripted(tiny_model):
 
 
 def _task(**kw):
-    return VqaTaskConfig(shards="x", max_new_tokens=12, **kw)
+    return VqaTaskConfig(shards="x", **({"max_new_tokens": 12} | kw))
 
 
 def test_answers_stop_at_a_newline_and_keep_max_answer_words(scripted):
@@ -80,23 +80,54 @@ def test_batches_shared_supports_and_prompts_too_long(scripted):
     alone = Query.grouped("g3", support, Prompt.parse("<image>Q: and? A:", [imgs[3]]), group="t", target="dax")
     limit = scripted.lm.config.n_positions
     long = Query("long", "<image>" + " dax" * limit, [imgs[0]], target="x")
-    calls = []
+    calls, options = [], []
     real_generate, real_shared = scripted.generate, scripted.generate_shared
-    scripted.generate = lambda *a, **k: calls.append(("generate", len(a[1]))) or real_generate(*a, **k)
-    scripted.generate_shared = lambda *a, **k: calls.append(("shared", len(a[3]))) or real_shared(*a, **k)
+
+    def generate(*a, **k):
+        calls.append(("generate", len(a[1])))
+        options.append(k)
+        return real_generate(*a, **k)
+
+    def shared(*a, **k):
+        calls.append(("shared", len(a[3])))
+        options.append(k)
+        assert a[1] is support and [q.texts for q in a[3]] == [("", "Q: what? A:")] * 2
+        return real_shared(*a, **k)
+
+    scripted.generate, scripted.generate_shared = generate, shared
     answerer = Answerer(scripted, batch_size=2, autocast=nullcontext(), image_size=32)
     assert not answerer.fits(long, 12) and answerer.fits(grouped[0], 12)
-    records, skipped = answerer.answer([grouped[0], long, grouped[1], alone, long], _task(), "image")
+    records, skipped = answerer.answer([grouped[0], long, grouped[1], alone, long], _task(min_new_tokens=1),
+                                       "image")
     assert skipped == {TOO_LONG: 2}
     assert [r["id"] for r in records] == ["g1", "g2", "g3"] and {r["raw"] for r in records} == {"red blue green"}
     # the two questions about one support share its cache; a group of one is generated as a plain prompt
     assert calls == [("shared", 2), ("generate", 1)]
+    assert options == [{"max_new_tokens": 12, "stop_strings": ["\n"], "batch_size": 2, "min_new_tokens": 1},
+                       {"max_new_tokens": 12, "stop_strings": ["\n"], "min_new_tokens": 1}]
+    records, _ = answerer.answer(grouped + [alone], _task(max_new_tokens=2), "image")  # the task's token budget
+    two = scripted.tokenizer.decode(scripted.tokenizer(TEXT, add_special_tokens=False).input_ids[:2]).strip()
+    assert [r["raw"] for r in records] == [two] * 3 and two != "red blue green"
     calls.clear()
     answerer.answer([Query(str(i), "<image>Q: a? A:", [imgs[i]], target="x") for i in range(3)], _task(), "image")
     assert calls == [("generate", 2), ("generate", 1)]  # batch_size 2: a full batch, then the rest
     calls.clear()
     records, skipped = answerer.answer([Query("z", "<image>Q: a? A:", [imgs[0]], target="x")], _task(), "image")
     assert skipped == {} and calls == [("generate", 1)]
+
+
+def test_a_prompt_fits_up_to_the_lms_last_position(tiny_model, monkeypatch):
+    from frozen.eval import answer as answer_module
+    from frozen.model.embedding import positions_needed
+
+    answerer = Answerer(tiny_model, batch_size=2, autocast=nullcontext(), image_size=32)
+    query = Query("q", "<image>Q: what? A:", [torch.rand(3, 32, 32)], target="x")
+    needed = positions_needed(Prompt.parse(query.prompt, query.images).tokenize(tiny_model.tokenizer),
+                              tiny_model.model_cfg.num_prefix_tokens)
+    limit = tiny_model.lm.config.n_positions
+    assert answerer.fits(query, limit - needed) and not answerer.fits(query, limit - needed + 1)
+    monkeypatch.setattr(answer_module, "context_limit", lambda lm: None)  # an LM without a position limit
+    assert answerer.fits(query, 10 * limit)
 
 
 def test_black_images_condition_sees_only_black_images(tiny_model, monkeypatch):

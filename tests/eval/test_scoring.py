@@ -111,6 +111,11 @@ def test_ptb_tokenize_edge_cases():
     assert ptb_tokenize("n't") == "n't"  # a clitic alone is not split into an empty word and itself
 
 
+def test_caption_scores_print_nothing(capsys):
+    caption_scores({1: ["a cat on a mat"], 2: ["two dogs"]}, {1: ["a cat"], 2: ["two dogs run"]})
+    assert capsys.readouterr().out == ""
+
+
 def test_caption_errors_name_the_ids_and_the_caption():
     with pytest.raises(ValueError, match=r"only in gts: \['1', '2', '3', '4', '5'\], only in res: \['9'\]$"):
         caption_scores({i: ["a"] for i in range(1, 8)}, {9: ["a"]})
