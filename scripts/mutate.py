@@ -58,6 +58,7 @@ def stage(name: str, target: str, tests: list[str], out: Path) -> Path:
     shutil.copytree(REPO / "frozen", work / "frozen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "conf", work / "frozen" / "conf")  # the package's frozen.conf (package-dir in pyproject)
     shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "scripts", work / "scripts", ignore=shutil.ignore_patterns("__pycache__"))  # CLI tests
     present = [t for t in tests if (REPO / t.split("::")[0]).is_file()]
     toml = (REPO / "pyproject.toml").read_text()
     toml += ("\n[tool.mutmut]\n"
@@ -65,6 +66,7 @@ def stage(name: str, target: str, tests: list[str], out: Path) -> Path:
              f"only_mutate = {json.dumps([target])}\n"
              f"pytest_add_cli_args_test_selection = {json.dumps(present)}\n"
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
+             'also_copy = ["scripts"]\n'
              "use_git_change_detection = false\n")
     (work / "pyproject.toml").write_text(toml)
     return work
@@ -99,9 +101,9 @@ def run_module(name: str, out: Path, max_children: int, timeout: float) -> dict:
         counts[status] = counts.get(status, 0) + 1
         if status in ("survived", "no tests", "suspicious"):
             survivors.append(f"{key} ({status})")
-    if proc.returncode != 0 and not sum(counts.values()):
+    if not sum(counts.values()):  # nothing ran: mutmut's own error (e.g. the tests fail unmutated) is in the log
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        return {"module": name, "error": "mutmut failed: " + " | ".join(tail)}
+        return {"module": name, "error": f"mutmut failed (log: {work / 'mutmut-run.log'}): " + " | ".join(tail)}
     return {"module": name, **counts, "seconds": round(time.monotonic() - start), "survivors": survivors,
             "folder": str(work)}
 
