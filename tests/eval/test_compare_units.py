@@ -300,3 +300,31 @@ def test_validation_and_results_in_one_folder(tmp_path):
     assert set(run.cells()) == {("validation", "image", "last validation", "loss"),
                                 ("vqa", "image", "0-shot", "vqa_accuracy"),
                                 ("binding", "image", "2-way 1 inner shot", "accuracy_strict")}
+
+
+def test_run_labels_name_the_first_part_that_differs(tmp_path, monkeypatch):
+    results = json.dumps({"rows": ROWS[:1]})
+
+    def run(path: Path) -> Path:
+        path.mkdir(parents=True)
+        (path / "results.json").write_text(results)
+        return path
+
+    def sweep(path: Path) -> Path:
+        run(path / "0_lr=1")
+        (path / "multirun.yaml").write_text("{}\n")
+        return path
+
+    # one folder between the differing part and the label: "base/…/frozen"; none: "x/frozen"
+    one = [run(tmp_path / "base" / "eval" / "frozen"), run(tmp_path / "after" / "eval" / "frozen")]
+    none = [run(tmp_path / "x" / "frozen"), run(tmp_path / "y" / "frozen")]
+    assert [r.label for r in load_runs(one + none)] == ["base/…/frozen", "after/…/frozen", "x/frozen", "y/frozen"]
+    # a run inside another of the same name: the outer one keeps its name
+    nested = [run(tmp_path / "n" / "frozen" / "frozen"), tmp_path / "n" / "frozen"]
+    (nested[1] / "results.json").write_text(results)
+    assert [r.label for r in load_runs(nested)] == ["frozen/frozen", "frozen"]
+    # multirun jobs: the sweep folder that differs, with "/…" when a folder lies between it and the sweep's own
+    sweeps = [sweep(tmp_path / "s" / "X" / "sub"), sweep(tmp_path / "s" / "Y" / "sub")]
+    assert [r.label for r in load_runs(sweeps)] == ["X/…#0", "Y/…#0"]
+    monkeypatch.chdir(one[0])
+    assert [r.label for r in load_runs(["."])] == ["."]  # a folder given as "." is labelled as given
