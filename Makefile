@@ -13,7 +13,7 @@ TINY_LM ?= outputs/tiny_lm
 SHARDS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo app train train-ddp sweep compare shards tiny-lm eval-fewshot bench lint clean lmms-eval
+.PHONY: help install test test-all demo app train train-ddp sweep compare shards tiny-lm eval-fewshot bench lint clean lmms-eval mutate
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ lmms-eval: $(LMMS_STAMP) $(DATA_ROOT)/easyvqa/sizes.json ## lmms-eval's CLI on a
 
 bench: $(STAMP) ## speed/memory benchmarks -> outputs/bench/bench.json
 	$(PY) scripts/bench.py $(ARGS)
+
+mutate: $(STAMP) ## mutation testing (mutmut) of the scoring, report and resume modules, each with its own tests; minutes ([MODULES="eval/metrics ..."] [ARGS="--max-children 2"]); docs/tests.md
+	nice -n 10 $(PY) scripts/mutate.py $(MODULES) $(ARGS)
 
 lint: $(STAMP) ## ruff (rules and line length in pyproject.toml); shellcheck scripts/*.sh if installed
 	$(PY) -m ruff check .

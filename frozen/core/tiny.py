@@ -89,6 +89,41 @@ def save_tiny_lm(path: str | Path, kind: str = "gpt2", seed: int = 0, positions:
     return path
 
 
+def script_lm(model, text: str) -> list:
+    """Make ``model.lm`` (a FrozenModel's LM) write ``text`` and then EOS after any prompt, in every decoding
+    path: its next token is looked up from the last input token (an id, or the row of the embedding table that
+    ``inputs_embeds`` ends with), so cached, uncached, batched and shared-cache decoding all write ``text``.
+    Counts LM calls in ``model.lm_calls``. Returns the hook handles (``h.remove()`` undoes it). For tests of
+    what happens to generated text (stop strings), which a random LM cannot be made to write.
+    """
+    import torch
+
+    tok, lm = model.tokenizer, model.lm
+    script = tok(text, add_special_tokens=False).input_ids
+    if len(set(script)) != len(script):
+        raise ValueError(f"{text!r} repeats a token: the script needs distinct tokens")
+    table = lm.get_input_embeddings().weight  # [V, D]
+    successor = {a: b for a, b in zip(script, script[1:])} | {script[-1]: tok.eos_token_id}
+    last: list = []  # the last input token of each row, [B], from each call's pre-hook to its hook
+
+    def before(module, args, kwargs):
+        model.lm_calls = getattr(model, "lm_calls", 0) + 1
+        ids = kwargs.get("input_ids")
+        if ids is not None:
+            last.append(ids[:, -1])
+        else:
+            last.append(torch.cdist(kwargs["inputs_embeds"][:, -1].float(), table.float()).argmin(-1))
+
+    def after(module, args, kwargs, out):
+        wanted = torch.tensor([successor.get(int(i), script[0]) for i in last.pop()])  # others start the script
+        logits = out.logits[:, -1]  # [B, V], a view: edited in place
+        logits.fill_(-1e4)
+        logits[torch.arange(len(wanted)), wanted] = 1e4
+        return out
+
+    return [lm.register_forward_pre_hook(before, with_kwargs=True), lm.register_forward_hook(after, with_kwargs=True)]
+
+
 if __name__ == "__main__":  # python -m frozen.core.tiny outputs/tiny_lm [gpt2|llama|qwen2|opt]
     import sys
 
