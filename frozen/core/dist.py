@@ -59,7 +59,10 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
 
 
 def under_slurm() -> bool:
-    """Launched as one of several Slurm tasks (srun / hydra-submitit-launcher): no local spawning."""
+    """Launched as one of several tasks of a job (srun, hydra-submitit-launcher on Slurm or on submitit's
+    local executor): the scheduler started every rank, no local spawning."""
+    if int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1 and "SUBMITIT_LOCAL_GLOBALID" in os.environ:
+        return True
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
@@ -71,7 +74,7 @@ def init(requested_device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -
     global _lost_peer
     _lost_peer = False
     if under_slurm() and "RANK" not in os.environ:
-        # submitit knows how to read the Slurm variables into RANK/WORLD_SIZE/MASTER_*.
+        # submitit knows how to read the Slurm (or its local) variables into RANK/WORLD_SIZE/MASTER_*.
         from submitit.helpers import TorchDistributedEnvironment
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # we pick cuda:LOCAL_RANK

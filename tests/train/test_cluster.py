@@ -37,7 +37,7 @@ def _args(run: Path, lm: Path, data: Path, *extra: str) -> list[str]:
     return ["train.py", "experiment=debug", f"lm.name={lm}", f"data_root={data}", f"run_dir={run}",
             "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", f"trainer.max_steps={STEPS}",
             "trainer.batch_size=8", "trainer.val_every=0", "trainer.ckpt_every=4", "trainer.keep_last=100",
-            "trainer.log_every=1", *extra]
+            "trainer.log_every=1", "data.shuffle_buffer=0", *extra]  # unshuffled: 2 x 4 samples == 1 x 8
 
 
 def _start(cmd: list[str], log: Path, tmp_path: Path) -> subprocess.Popen:
