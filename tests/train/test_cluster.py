@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import assert_same_weights, losses, metrics, trained_weights
+from trainkit import assert_same_weights, descendants, losses, metrics, trained_weights
 
 from frozen.core import dist
 from frozen.train import checkpoint as ckpt
@@ -69,25 +69,8 @@ def start_nodes(run: Path, lm: Path, data: Path, tmp_path: Path, *extra: str) ->
     return nodes
 
 
-def _node_pids(proc: subprocess.Popen) -> list[int]:
-    """The launcher and everything under it (torchrun starts its workers in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    pids, todo = [], [proc.pid]
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        todo += children.get(pid, [])
-    return pids
-
-
 def signal_node(proc: subprocess.Popen, sig: int) -> None:
-    for pid in _node_pids(proc):
+    for pid in descendants(proc.pid):  # torchrun starts its workers in sessions of their own
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -137,10 +120,14 @@ def test_two_torchrun_nodes_train_like_one_process(two_node_run, tmp_path, capti
     assert proc.returncode == 0, proc.stderr
     a, b = losses(one), losses(two_node_run)
     assert a.keys() == b.keys() == set(range(1, STEPS + 1))
-    # Float sums over 4+4 samples instead of 8 round differently: measured max |diff| 4e-6 on the weights.
+    # Within fp tolerance, not bitwise: sums over 4 + 4 samples round differently from one sum over 8, and
+    # Adam's steps amplify it. Measured (120 steps, 2-core CPU): first 10 losses equal to 1e-6, all losses
+    # to 8.5e-4 (relative), weights to 7.4e-4 (absolute). A wrong split (other samples, another global
+    # batch) moves the first loss by ~3% (6.90 vs 6.72 with shuffling left on).
     for step in a:
-        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), f"loss at step {step}: {a[step]} vs {b[step]}"
-    assert_same_weights(trained_weights(one), trained_weights(two_node_run), rtol=1e-3, atol=1e-4)
+        rel = 1e-5 if step <= 10 else 3e-3
+        assert b[step] == pytest.approx(a[step], rel=rel), f"loss at step {step}: {a[step]} vs {b[step]}"
+    assert_same_weights(trained_weights(one), trained_weights(two_node_run), rtol=1e-2, atol=3e-3)
 
 
 def _one_error_line(log: str) -> str:
