@@ -44,9 +44,14 @@ def _submit(run: Path, lm: Path, data: Path, tmp_path: Path, *launcher: str) -> 
 
 
 def _job_logs(tmp_path: Path) -> str:
-    """submitit's log files of the job (stdout then stderr of task 0, all its requeued runs)."""
+    """submitit's log files of the job (stdout then stderr of task 0, all its requeued runs appended)."""
     (folder,) = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir() and p.name != "%j"]
     return "".join(p.read_text() for p in sorted(folder.glob("*_0_log.*"), key=lambda p: p.suffix != ".out"))
+
+
+def _submitit_says(log: str, what: str) -> list[str]:
+    """submitit's own log lines (its format, not Hydra's copy; once, though it writes to stdout and stderr)."""
+    return list(dict.fromkeys(line for line in log.splitlines() if line.startswith("submitit ") and what in line))
 
 
 def _export_bytes(run: Path) -> dict[str, bytes]:
@@ -64,7 +69,7 @@ def uninterrupted(tmp_path_factory, caption_data, tiny_gpt2) -> Path:
 
 def _stops(log: str) -> list[int]:
     """Steps at which the run stopped with a checkpoint and handed the signal to submitit."""
-    pattern = r"preempted by SIGUSR2: stopped after step (\d+) with checkpoint \S+step_(\d+)\.pt; .*handing SIGUSR2"
+    pattern = r"preempted by SIGUSR2: stopped after step (\d+) with checkpoint \S+step_(\d+)\.pt; .*?handing SIGUSR2"
     found = [(int(a), int(b)) for a, b in re.findall(pattern, " ".join(log.split()))]
     assert all(a == b for a, b in found), found
     return [a for a, _ in found]
@@ -77,15 +82,17 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_exports_the_same_by
     run = tmp_path / "run"
     # 1-minute limit, SIGUSR2 40 s before it: every run of the task gets ~20 s, so the job needs requeues.
     job = _submit(run, tiny_gpt2, caption_data, tmp_path, "hydra.launcher.timeout_min=1",
-                  "hydra.launcher.setup=['export SUBMITIT_LOCAL_SIGNAL_DELAY_S=40']", "hydra.launcher.max_num_timeout=10")
+                  "hydra.launcher.setup=['export SUBMITIT_LOCAL_SIGNAL_DELAY_S=40']",
+                  "hydra.launcher.max_num_timeout=10")
     out, _ = job.communicate(timeout=900)
     assert job.returncode == 0, out
     log = _job_logs(tmp_path)
     stops = _stops(log)
     assert stops and all(0 < s < STEPS for s in stops), log
-    assert log.count("this job is timed-out") == len(stops), log
-    assert [int(n) for n in re.findall(r"\((\d+) remaining timeouts\)", log)] == list(range(9, 9 - len(stops), -1))
-    resumed = [int(s) for s in re.findall(r"at step (\d+)", " ".join(log.split()))]
+    assert len(_submitit_says(log, "this job is timed-out")) == len(stops), log
+    requeued = [int(re.findall(r"\((\d+) remaining timeouts\)", line)[0]) for line in _submitit_says(log, "Requeued")]
+    assert requeued == list(range(9, 9 - len(stops), -1)), "each time limit uses one of max_num_timeout=10"
+    resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", " ".join(log.split()))]
     assert resumed == stops, "each requeued run resumed from the checkpoint of the step it stopped at"
     assert max(metrics(run)) == STEPS
     assert _export_bytes(run) == _export_bytes(uninterrupted)
@@ -126,7 +133,7 @@ def test_a_preempted_job_is_requeued_by_submitit_without_using_a_timeout(
     log = _job_logs(tmp_path)
     (stop,) = _stops(log)
     assert 20 <= stop < STEPS
-    assert "this job is preempted" in log and "(3 remaining timeouts)" in log, log
+    assert _submitit_says(log, "this job is preempted") and _submitit_says(log, "(3 remaining timeouts)"), log
     assert f"resumed from {run / 'checkpoints' / f'step_{stop:08d}.pt'} at step {stop}" in " ".join(log.split())
     assert _export_bytes(run) == _export_bytes(uninterrupted)
 
