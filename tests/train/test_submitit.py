@@ -178,5 +178,6 @@ def test_the_slurm_preset_renders_the_sbatch_script_for_two_nodes_of_eight_gpus(
     assert "#SBATCH --signal=USR2@300" in lines, "SIGUSR2 five minutes before the time limit"
     assert "#SBATCH --time=4320" in lines, script
     assert "#SBATCH --open-mode=append" in lines, "a requeued job appends to its logs"
+    assert "#SBATCH --requeue" in lines, "Slurm may requeue the job (preemption, node failure)"
     assert any(line.startswith("srun ") for line in lines), script
     assert max_num_timeout == 20, "submitit requeues a job that hit its time limit up to 20 times"
