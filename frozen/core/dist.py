@@ -105,16 +105,17 @@ _lost_peer = False  # set by lost_peer(): the process group can no longer synchr
 
 
 def lost_peer(err: BaseException, info: DistInfo, step: int) -> PeerLost | None:
-    """A one-line :class:`PeerLost` for ``err`` when it is a failed collective (else None).
+    """A one-line :class:`PeerLost` for ``err`` when a collective failed on a lost peer (else None).
 
     gloo reports the peer's address ("Connection closed by peer [10.0.0.7]:41234") or a timeout, not its
-    rank; with two ranks the other one is named, otherwise the address. NCCL's watchdog ends the
-    process itself on a timeout (torch's message), so this line is what gloo and NCCL errors that reach
-    Python print.
+    rank: with two ranks the other one is named, otherwise the address. (On a timeout NCCL's watchdog
+    usually ends the process itself, with torch's message, before an error reaches Python.)
     """
     global _lost_peer
     text = str(err)
-    if not info.enabled or not (isinstance(err, dist.DistError) or "gloo" in text or "NCCL" in text):
+    backend = isinstance(err, dist.DistError) or "gloo" in text or "NCCL" in text
+    lost = ("connection", "closed", "reset", "broken pipe", "timed out", "timeout")
+    if not info.enabled or not backend or not any(m in text.lower() for m in lost):
         return None
     _lost_peer = True
     timed_out = "timed out" in text.lower() or "timeout" in text.lower()

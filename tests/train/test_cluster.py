@@ -202,3 +202,20 @@ def test_the_process_group_gets_dist_timeout_s(monkeypatch):
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **kw: seen.update(kw, backend=backend))
     dist.init("cpu", 42.0)
     assert seen["timeout"].total_seconds() == 42.0 and seen["backend"] == "gloo"
+
+
+def test_lost_peer_names_the_rank_or_its_address_and_leaves_other_errors_alone():
+    two, four = dist.DistInfo(rank=0, world_size=2), dist.DistInfo(rank=3, world_size=4)
+    reset = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.7]:41234")
+    timeout = RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 10000ms for recv operation")
+    try:
+        assert str(dist.lost_peer(reset, two, 5)).startswith(
+            "rank 0 lost rank 1 during step 6: it closed its connection (it died); check that node")
+        assert "rank 3 lost the rank at 10.0.0.7 during step 1" in str(dist.lost_peer(reset, four, 0))
+        assert "did not answer within trainer.dist_timeout_s" in str(dist.lost_peer(timeout, four, 0))
+        assert dist.lost_peer(reset, dist.DistInfo(), 5) is None, "one process has no peers"
+        assert dist.lost_peer(RuntimeError("CUDA out of memory"), two, 5) is None
+        assert dist.lost_peer(RuntimeError("NCCL error: invalid usage"), two, 5) is None
+        assert dist.lost_peer(reset, two, 5).exit_code == 69
+    finally:
+        dist._lost_peer = False  # cleanup() of later tests in this process must still synchronise
