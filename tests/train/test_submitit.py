@@ -20,9 +20,9 @@ import pytest
 from trainkit import descendants, metrics
 
 REPO = Path(__file__).resolve().parents[2]
-# ~30 s of steps on a 2-core CPU: the 1-minute limit falls mid-run, and even a loaded machine finishes within
-# the 6 runs that submitit's local controller allows a job (its max_retry), whatever max_num_timeout says.
-STEPS = 900
+TRAIN_S = 45  # seconds of steps per job: with the signal 30 s before a 1-minute limit, each run of the task
+# trains ~20 s, so the job needs 2-3 runs, well within the 6 that submitit's local controller allows a job
+# (its max_retry) even if this machine's load halves or doubles the speed meanwhile.
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -32,15 +32,15 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _args(run: Path, lm: Path, data: Path) -> list[str]:
+def _args(run: Path, lm: Path, data: Path, steps: int) -> list[str]:
     return ["experiment=debug", f"lm.name={lm}", f"data_root={data}", f"run_dir={run}",
-            "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", f"trainer.max_steps={STEPS}",
+            "data.train_shards=caps/train-*.tar", "data.val_shards=caps/val-*.tar", f"trainer.max_steps={steps}",
             "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.log_every=10"]
 
 
-def _submit(run: Path, lm: Path, data: Path, tmp_path: Path, *launcher: str) -> subprocess.Popen:
+def _submit(run: Path, lm: Path, data: Path, steps: int, tmp_path: Path, *launcher: str) -> subprocess.Popen:
     cmd = [sys.executable, "train.py", "-m", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-           *launcher, *_args(run, lm, data)]
+           *launcher, *_args(run, lm, data, steps)]
     return subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -62,13 +62,22 @@ def _export_bytes(run: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes().replace(str(export).encode(), b"EXPORT") for p in sorted(export.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, caption_data, tiny_gpt2) -> Path:
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    proc = subprocess.run([sys.executable, "train.py", *_args(tmp / "run", tiny_gpt2, caption_data)], cwd=REPO,
-                          env=_env(tmp), capture_output=True, text=True, timeout=600)
+def _train(run: Path, lm: Path, data: Path, steps: int) -> None:
+    proc = subprocess.run([sys.executable, "train.py", *_args(run, lm, data, steps)], cwd=REPO,
+                          env=_env(run.parent), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, caption_data, tiny_gpt2) -> tuple[Path, int]:
+    """(run dir, steps) of the uninterrupted run; steps: TRAIN_S seconds at this machine's measured speed."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    _train(tmp / "speed", tiny_gpt2, caption_data, 300)
+    times = {s: t for s, t in metrics(tmp / "speed", "time").items() if s >= 10}  # after the first step's warm-up
+    per_s = (max(times) - min(times)) / (times[max(times)] - times[min(times)])
+    steps = max(300, int(per_s * TRAIN_S))
+    _train(tmp / "run", tiny_gpt2, caption_data, steps)
+    return tmp / "run", steps
 
 
 def _stops(log: str) -> list[int]:
@@ -83,23 +92,24 @@ def _stops(log: str) -> list[int]:
 def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_exports_the_same_bytes(
     uninterrupted, tmp_path, caption_data, tiny_gpt2
 ):
+    reference, steps = uninterrupted
     run = tmp_path / "run"
     # 1-minute limit, SIGUSR2 30 s before it: every run of the task gets ~20 s of steps, so the job needs requeues.
-    job = _submit(run, tiny_gpt2, caption_data, tmp_path, "hydra.launcher.timeout_min=1",
+    job = _submit(run, tiny_gpt2, caption_data, steps, tmp_path, "hydra.launcher.timeout_min=1",
                   "hydra.launcher.setup=['export SUBMITIT_LOCAL_SIGNAL_DELAY_S=30']",
                   "hydra.launcher.max_num_timeout=10")
     out, _ = job.communicate(timeout=900)
     assert job.returncode == 0, out
     log = _job_logs(tmp_path)
     stops = _stops(log)
-    assert stops and all(0 < s < STEPS for s in stops), log
+    assert stops and all(0 < s < steps for s in stops), log
     assert len(_submitit_says(log, "this job is timed-out")) == len(stops), log
     requeued = [int(re.findall(r"\((\d+) remaining timeouts\)", line)[0]) for line in _submitit_says(log, "Requeued")]
     assert requeued == list(range(9, 9 - len(stops), -1)), "each time limit uses one of max_num_timeout=10"
     resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", " ".join(log.split()))]
     assert resumed == stops, "each requeued run resumed from the checkpoint of the step it stopped at"
-    assert max(metrics(run)) == STEPS
-    assert _export_bytes(run) == _export_bytes(uninterrupted)
+    assert max(metrics(run)) == steps
+    assert _export_bytes(run) == _export_bytes(reference)
 
 
 def _submitit_task(job: subprocess.Popen) -> int:
@@ -118,8 +128,9 @@ def test_a_preempted_job_is_requeued_by_submitit_without_using_a_timeout(
 ):
     """Preemption: SIGUSR2 long before the time limit (as Slurm's --signal on preemption, or submitit's
     local interrupt on the task): submitit calls it a preemption, requeues without counting a timeout."""
+    reference, steps = uninterrupted
     run = tmp_path / "run"
-    job = _submit(run, tiny_gpt2, caption_data, tmp_path, "hydra.launcher.timeout_min=30",
+    job = _submit(run, tiny_gpt2, caption_data, steps, tmp_path, "hydra.launcher.timeout_min=30",
                   "hydra.launcher.max_num_timeout=3")
     try:
         deadline = time.monotonic() + 300
@@ -136,10 +147,10 @@ def test_a_preempted_job_is_requeued_by_submitit_without_using_a_timeout(
     assert job.returncode == 0, out
     log = _job_logs(tmp_path)
     (stop,) = _stops(log)
-    assert 20 <= stop < STEPS
+    assert 20 <= stop < steps
     assert _submitit_says(log, "this job is preempted") and _submitit_says(log, "(3 remaining timeouts)"), log
     assert f"resumed from {run / 'checkpoints' / f'step_{stop:08d}.pt'} at step {stop}" in " ".join(log.split())
-    assert _export_bytes(run) == _export_bytes(uninterrupted)
+    assert _export_bytes(run) == _export_bytes(reference)
 
 
 def test_the_slurm_preset_renders_the_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path, monkeypatch):
