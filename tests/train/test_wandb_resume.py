@@ -64,6 +64,9 @@ def test_a_resumed_run_continues_its_wandb_run_and_step_axis(tmp_path, caption_d
     cfg = dataclasses.replace(cfg, logger=LoggerConfig(backend="wandb", project="frozen-test"))
     # Stopped after step 5 with its newest checkpoint at step 3: the restart trains 4 and 5 again.
     resume_run(cfg, kill_after=5, ckpt_at=3, total=8)
+    import wandb
+
+    wandb.teardown()  # W&B's service process writes .wandb files on its own time: let it finish (process exit does)
     run_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
     folders = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders), folders
