@@ -145,6 +145,8 @@ class TrainerConfig:
     fsdp_cpu_offload: bool = False  # fsdp on CUDA: keep the LM's shards in host memory between uses
     # Signals that stop the run after the current step with a checkpoint (exit 75); [] keeps Python's defaults.
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
+    # Seconds a rank waits in one collective for the others before the run stops naming the lost rank.
+    dist_timeout_s: float = 300.0
 
     @staticmethod
     def check(c: Any) -> list[str]:
@@ -176,6 +178,7 @@ class TrainerConfig:
              "compile=true is not supported with strategy=fsdp (the sharded LM's hooks are untested under "
              "torch.compile); use strategy=ddp or compile=false"),
             one_of("strategy", c.strategy, STRATEGIES),
+            (c.dist_timeout_s > 0, f"dist_timeout_s must be > 0 seconds (default 300), got {c.dist_timeout_s}"),
             *[(name in PREEMPT_SIGNALS, f"preempt_signals: unknown signal {name!r}; use names from "
                f"{', '.join(PREEMPT_SIGNALS)}") for name in c.preempt_signals],
             (not c.fsdp_cpu_offload or c.strategy == "fsdp", "fsdp_cpu_offload=true needs trainer.strategy=fsdp"),

@@ -9,14 +9,26 @@ CPU-only machines use the gloo backend, which is how the tests cover DDP.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+from frozen.errors import FrozenError
+
+# How long a rank waits in one collective for the others (trainer.dist_timeout_s's default). torch's own
+# defaults are 30 min (gloo) and 10 min (NCCL): that long, every GPU of a job whose node died silently sits
+# idle. The longest legitimate wait here is a rank waiting while another does more work between two
+# collectives: rank 0 writing a checkpoint (trainable weights + Adam state, seconds), uneven validation
+# batches, or, with FSDP, rank 0 reading the whole frozen LM before broadcasting it (14 GB at 200 MB/s is
+# ~70 s). Five minutes is four times that.
+DEFAULT_TIMEOUT_S = 300.0
 
 # trainer.preempt_signals' choices but SIGINT (a terminal sends Ctrl-C to the whole process group already)
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGXCPU)
@@ -47,14 +59,22 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
 
 
 def under_slurm() -> bool:
-    """Launched as one of several Slurm tasks (srun / hydra-submitit-launcher): no local spawning."""
+    """Launched as one of several tasks of a job (srun, hydra-submitit-launcher on Slurm or on submitit's
+    local executor): the scheduler started every rank, no local spawning."""
+    if int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1 and "SUBMITIT_LOCAL_GLOBALID" in os.environ:
+        return True
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
-def init(requested_device: str = "auto") -> DistInfo:
-    """Join the process group if launched distributed; otherwise a single-process DistInfo."""
+def init(requested_device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
+    """Join the process group if launched distributed; otherwise a single-process DistInfo.
+
+    ``timeout_s`` bounds every collective: a rank that stops answering fails the others after that long.
+    """
+    global _lost_peer
+    _lost_peer = False
     if under_slurm() and "RANK" not in os.environ:
-        # submitit knows how to read the Slurm variables into RANK/WORLD_SIZE/MASTER_*.
+        # submitit knows how to read the Slurm (or its local) variables into RANK/WORLD_SIZE/MASTER_*.
         from submitit.helpers import TorchDistributedEnvironment
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # we pick cuda:LOCAL_RANK
@@ -66,12 +86,56 @@ def init(requested_device: str = "auto") -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(seconds=timeout_s),
+        )
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device)
 
 
+class PeerLost(FrozenError):
+    """A collective failed because another rank died or stopped answering (a node lost, a hung process)."""
+
+    exit_code = 69  # sysexits.h EX_UNAVAILABLE: a peer this job needs is gone
+
+
+_lost_peer = False  # set by lost_peer(): the process group can no longer synchronise, cleanup() must not wait
+
+
+def lost_peer(err: BaseException, info: DistInfo, step: int) -> PeerLost | None:
+    """A one-line :class:`PeerLost` for ``err`` when a collective failed on a lost peer (else None).
+
+    gloo reports the peer's address ("Connection closed by peer [10.0.0.7]:41234") or a timeout, not its
+    rank: with two ranks the other one is named, otherwise the address. (On a timeout NCCL's watchdog
+    usually ends the process itself, with torch's message, before an error reaches Python.)
+    """
+    global _lost_peer
+    text = str(err)
+    backend = isinstance(err, dist.DistError) or "gloo" in text or "NCCL" in text
+    lost = ("connection", "closed", "reset", "broken pipe", "timed out", "timeout")
+    if not info.enabled or not backend or not any(m in text.lower() for m in lost):
+        return None
+    _lost_peer = True
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
+    address = re.search(r"\[([0-9a-fA-F.:]+)\]:\d+", text)
+    if info.world_size == 2:
+        who = f"rank {1 - info.rank}"
+    elif address:
+        who = f"the rank at {address.group(1)}"
+    else:
+        who = "another rank"
+    how = "did not answer within trainer.dist_timeout_s" if timed_out else "closed its connection (it died)"
+    return PeerLost(
+        f"rank {info.rank} lost {who} during step {step + 1}: it {how}; check that node "
+        "(its log, dmesg, the scheduler's node state), then relaunch every node with the same command to "
+        "resume from the last checkpoint"
+    )
+
+
 def cleanup() -> None:
-    if dist.is_initialized():
+    if dist.is_initialized() and not _lost_peer:
         dist.barrier()
         dist.destroy_process_group()
 

@@ -3,6 +3,11 @@
 W&B without an API key and without a mode fails at once, so ``mode=auto`` picks ``online`` only when
 a key is configured and ``offline`` otherwise; ``WANDB_MODE`` in the environment always wins.
 :meth:`RunLogger.finish` runs in the trainer's ``finally`` so Hydra multirun jobs never leak a run.
+
+One W&B run per run directory: its id is kept in ``<run_dir>/wandb_run_id.txt``, and a resumed or
+requeued run continues it (``resume="allow"``). Steps that metrics.jsonl already holds (logged before
+the stop, then trained again from an earlier checkpoint) are not sent to W&B again, so its step axis
+continues from the last step it has, with no step logged twice.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import math
 import netrc
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -38,6 +44,34 @@ def wandb_mode(requested: str) -> str:
     except (FileNotFoundError, netrc.NetrcParseError):
         auth = None
     return "online" if auth else "offline"
+
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run directory: read back, or made and written on the run's first start."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(6)  # W&B ids: lowercase letters and digits
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(run_id + "\n")
+    tmp.replace(path)  # atomic: a stop while writing never leaves half an id
+    return run_id
+
+
+def last_logged_step(jsonl: Path) -> int:
+    """The highest step in an existing metrics.jsonl (0 if none): what W&B already has of this run."""
+    if not jsonl.is_file():
+        return 0
+    steps = []
+    for line in jsonl.read_text().splitlines():
+        try:
+            steps.append(int(json.loads(line).get("step", 0)))
+        except (ValueError, AttributeError):  # a blank or cut line (a crash mid-write) says nothing
+            continue
+    return max(steps, default=0)
 
 
 # What the progress bar (and a non-interactive console's line) shows of a step's metrics.
@@ -71,6 +105,9 @@ class RunLogger:
         if not active:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Training (a step bar) continues its run dir's W&B run; each evaluation is a W&B run of its own.
+        training = bool(total_steps)
+        self._wandb_after = last_logged_step(self.run_dir / "metrics.jsonl") if training else 0  # W&B has these
         self._jsonl = open(self.run_dir / "metrics.jsonl", "ab", buffering=0)  # each line on disk as written
         if backend == "wandb":
             resolved = wandb_mode(mode)
@@ -87,6 +124,8 @@ class RunLogger:
                     config=config,
                     mode=resolved,
                     reinit="finish_previous",
+                    id=wandb_run_id(self.run_dir) if training else None,
+                    resume="allow" if training else None,
                 )
                 console.print(f"[dim]W&B run in {resolved} mode: {self.wandb_run.dir}[/dim]")
         if not total_steps:  # evaluation: no step bar
@@ -110,7 +149,7 @@ class RunLogger:
         if not self.active:
             return
         self._append({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}})
-        if self.wandb_run is not None:
+        if self._to_wandb(step):
             self.wandb_run.log(metrics, step=step)
         stats = "  ".join(_fmt(k, metrics[k]) for k in STATS if k in metrics)
         if self.progress is not None:
@@ -129,7 +168,7 @@ class RunLogger:
         if not self.active:
             return
         self._append({"step": step, "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}})
-        if self.wandb_run is not None:
+        if self._to_wandb(step):
             self.wandb_run.log(metrics, step=step)
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -146,6 +185,10 @@ class RunLogger:
                 pass
             raise write_error(self._jsonl.name, err, "the lines before are kept") or err
 
+    def _to_wandb(self, step: int) -> bool:
+        """Whether ``step`` goes to W&B: not a step it got before a resume (W&B's steps only increase)."""
+        return self.wandb_run is not None and step > self._wandb_after
+
     def print(self, *args: Any) -> None:
         if self.active:
             console.print(*args)
@@ -154,13 +197,13 @@ class RunLogger:
         """A W&B table (images become wandb.Image); a plain console table otherwise."""
         if not self.active:
             return
-        if self.wandb_run is not None:
+        if self._to_wandb(step):
             data = [[self._wandb.Image(c) if _is_image(c) else c for c in row] for row in rows]
             self.wandb_run.log({key: self._wandb.Table(columns=columns, data=data)}, step=step)
 
     def image(self, key: str, step: int, path: str | Path) -> None:
         """An image file (a figure) as a wandb.Image; nothing without W&B."""
-        if self.active and self.wandb_run is not None:
+        if self.active and self._to_wandb(step):
             self.wandb_run.log({key: self._wandb.Image(str(path))}, step=step)
 
     def finish(self) -> None:

@@ -67,7 +67,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, run_dir=cfg.run_dir or "outputs/run")
     t = cfg.trainer
     # ------------------------------------------------------------------ setup
-    info = dist.init(t.device)
+    info = dist.init(t.device, t.dist_timeout_s)
     device = info.device
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -247,6 +247,11 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
             "skipped_samples": skip_counter.total(),
             "nonfinite_steps": nonfinite_total,
         }
+    except RuntimeError as err:  # a rank died or hung: one line naming it instead of gloo/NCCL's traceback
+        lost = dist.lost_peer(err, info, step)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         preemption.__exit__()
         logger.finish()

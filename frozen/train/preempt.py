@@ -12,6 +12,7 @@ checkpoint at that step and raises :class:`Preempted`, which the entry point tur
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any, Sequence
@@ -67,9 +68,13 @@ class Preemption:
         received, previous = self.received, self._previous.get(self.received or -1)
         self.__exit__()
         name = signal.Signals(received).name if received else "a signal on another rank"
-        if callable(previous):
-            previous(received, None)
-        return Preempted(
+        stopped = Preempted(
             f"preempted by {name}: stopped after step {step} with checkpoint {checkpoint}; "
             f"relaunch the same command to resume from it (exit status {PREEMPTED_EXIT})"
         )
+        if callable(previous):
+            if self.info.is_main:  # submitit's handler requeues and exits: the log says where the run stopped first
+                print(f"{stopped}; handing {name} to the handler installed before ours (submitit: requeue)",
+                      file=sys.stderr, flush=True)
+            previous(received, None)
+        return stopped

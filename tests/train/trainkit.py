@@ -139,3 +139,20 @@ def write_varied_shard(path: Path, num_samples: int, *, bad: dict[int, str] | No
                 sample["png"] = PNG_THAT_DOES_NOT_DECODE
             sink.write(sample)
     return path
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it, from /proc (torchrun and submitit start theirs in new sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = [], [pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo += children.get(pid, [])
+    return pids
