@@ -145,6 +145,9 @@ class TrainerConfig:
     fsdp_cpu_offload: bool = False  # fsdp on CUDA: keep the LM's shards in host memory between uses
     # Signals that stop the run after the current step with a checkpoint (exit 75); [] keeps Python's defaults.
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
+    # DDP/FSDP: ranks agree on a received signal every N steps (a collective the host waits for); one process
+    # checks every step. N x step time + a checkpoint write must fit in Slurm's KillWait (30 s by default).
+    preempt_check_every: int = 10
 
     @staticmethod
     def check(c: Any) -> list[str]:
@@ -170,6 +173,8 @@ class TrainerConfig:
             (c.num_sample_captions >= 0, f"num_sample_captions must be >= 0, got {c.num_sample_captions}"),
             (c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}"),
             (c.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {c.max_nonfinite}"),
+            (c.preempt_check_every >= 1, f"preempt_check_every must be >= 1 (steps between preemption checks "
+             f"of a distributed run), got {c.preempt_check_every}"),
             (c.threads >= 0, f"threads must be >= 0 (0 keeps torch's default), got {c.threads}"),
             (c.peak_tflops >= 0, f"peak_tflops must be >= 0 (0: from the GPU's name), got {c.peak_tflops}"),
             (not (c.compile and c.strategy == "fsdp"),
