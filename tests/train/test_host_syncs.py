@@ -1,0 +1,83 @@
+"""The training step never waits for the device: no host read of a tensor value on a step that does not
+log, one on a step that logs (frozen.train.hostsync counts them; docs/host_syncs.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from trainkit import make_cfg
+
+from frozen.train.hostsync import HostReads, per_step, summarize
+
+
+def test_a_step_reads_device_values_only_when_it_logs(tmp_path, caption_data, tiny_gpt2):
+    from frozen.train.loop import train
+
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=7, log_every=3)
+    with per_step() as rows:
+        train(cfg)
+    # Step 1 also holds the set-up; steps 3 and 6 log, and step 7, the last.
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    assert [r["reads"] for r in rows[1:]] == [0, 1, 0, 0, 1, 1], rows
+    assert all(r["collectives"] == 0 for r in rows), "one process calls no collective"
+    summary = summarize(rows, log_every=3)
+    assert summary["reads_per_quiet_step"] == [(0, 3)] and summary["reads_per_logging_step"] == [(1, 3)]
+    # What the host read on the logging steps is what it logs: every step's loss, as before.
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [3, 6, 7]
+
+
+def test_distributed_step_reduces_on_the_device_without_reading(tiny_model, monkeypatch):
+    """Under a process group the target count and the loss are all-reduced as device tensors: two
+    collectives, no host read (the old step read the reduced count before the forward)."""
+    from frozen.bench.lib import synthetic_caption_batch
+    from frozen.core import dist
+    from frozen.train.step import train_step
+
+    monkeypatch.setattr(dist.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist.dist, "all_reduce", lambda value, op=None: value)  # one rank's sum is its value
+    batch = synthetic_caption_batch(tiny_model.tokenizer, 4, 32)
+    batch["images"] = (batch["images"] * 255).to(torch.uint8)  # the training loader ships bytes
+    params = tiny_model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)  # what the loop builds (step.adamw)
+    tiny_model.train()
+    with HostReads() as reads:
+        result = train_step(tiny_model, optimizer, params, [batch], device=torch.device("cpu"), world_size=2)
+    assert reads.total("read") == 0 and reads.total("collective") == 2, reads.counts
+    assert not bool(result.nonfinite) and torch.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("bad", ["loss", "grad"])
+def test_nonfinite_step_is_skipped_on_the_device(tiny_model, bad):
+    """The optimizer leaves weights, moments and its step count as they were, without the host reading the flag."""
+    from frozen.bench.lib import synthetic_caption_batch
+    from frozen.train.step import train_step
+
+    batch = synthetic_caption_batch(tiny_model.tokenizer, 4, 32)
+    batch["images"] = (batch["images"] * 255).to(torch.uint8)
+    params = tiny_model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)  # what the loop builds (step.adamw)
+    tiny_model.train()
+    cpu = torch.device("cpu")
+    train_step(tiny_model, optimizer, params, [batch], device=cpu)  # a good step: the optimizer has state
+    weights = [p.detach().clone() for p in params]
+    state = {k: v.clone() for k, v in optimizer.state[params[0]].items()}
+    forward = type(tiny_model).forward
+
+    def poisoned(model, *args, **kwargs):
+        out = forward(model, *args, **kwargs)
+        out.loss = out.loss * float("nan") if bad == "loss" else out.loss + 0 * params[0].sum() * float("inf")
+        return out
+
+    type(tiny_model).forward = poisoned
+    try:
+        with HostReads() as reads:
+            result = train_step(tiny_model, optimizer, params, [batch], device=cpu, grad_clip=1.0)
+    finally:
+        type(tiny_model).forward = forward
+    assert reads.total("read") == 0
+    assert bool(result.nonfinite)
+    assert all(torch.equal(w, p) for w, p in zip(weights, params))
+    assert all(torch.equal(v, optimizer.state[params[0]][k]) for k, v in state.items())
