@@ -173,7 +173,8 @@ def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``python -m frozen.train.hostsync [--emulate-old-syncs] [--out FILE] overrides...``: train with the
-    overrides (as ``train.py`` composes them), print the per-step counts and step times as JSON."""
+    overrides (composed as ``train.py`` composes them, without its checks and Hydra run directory: give
+    ``run_dir``), print the per-step counts and step times as JSON."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -183,10 +184,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--emulate-old-syncs", action="store_true", help="wait for the device twice per step")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--cfg", choices=("job",), help="print the composed config and stop (as train.py --cfg job)")
     args, overrides = p.parse_known_args(argv)
     register_configs()
     with initialize_config_dir(config_dir=str(Path(_FROZEN).parent / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
+        composed = compose("train", overrides=overrides)
+    if args.cfg:
+        print(OmegaConf.to_yaml(composed))
+        return {}
+    cfg = OmegaConf.to_object(composed)
     device = torch.device("cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu")
     old = emulate_old_syncs(device) if args.emulate_old_syncs else contextlib.nullcontext()
     with old, per_step() as rows:
