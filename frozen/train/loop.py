@@ -186,7 +186,8 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
             ckpt_now = bool(t.ckpt_every and done % t.ckpt_every == 0 and done < t.max_steps)
             # One process reads its own signal flag (a host bool) every step; ranks agree on theirs with a
             # collective every preempt_check_every steps, read together with the step records.
-            check_now = done < t.max_steps and (not info.enabled or done % t.preempt_check_every == 0)
+            check_now = bool(preemption.signals) and done < t.max_steps and (
+                not info.enabled or done % t.preempt_check_every == 0)
             preempted = False
             if log_now or ckpt_now or (check_now and (info.enabled or preemption.received is not None)):
                 flag = preemption.reduced_flag() if check_now and info.enabled else None

@@ -81,3 +81,46 @@ def test_nonfinite_step_is_skipped_on_the_device(tiny_model, bad):
     assert bool(result.nonfinite)
     assert all(torch.equal(w, p) for w, p in zip(weights, params))
     assert all(torch.equal(v, optimizer.state[params[0]][k]) for k, v in state.items())
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_deferred_reads_log_and_skip_what_reading_every_step_does(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    """Reading every 3rd step skips the same step, logs the same losses and a line for the skipped step, and
+    ends with the same weights as reading after every step."""
+    from test_train import _nan_on_calls
+    from trainkit import trained_weights
+
+    from frozen.model.frozen_model import FrozenModel
+    from frozen.train.loop import train
+
+    forward = FrozenModel.forward
+    monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(forward, {2}))
+    every = train(make_cfg(tmp_path / "every", caption_data, tiny_gpt2, max_steps=6, log_every=1))
+    monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(forward, {2}))
+    deferred = train(make_cfg(tmp_path / "deferred", caption_data, tiny_gpt2, max_steps=6, log_every=3))
+    a, b = _records(tmp_path / "every"), _records(tmp_path / "deferred")
+    assert [r["step"] for r in b] == [2, 3, 6], "the skipped step gets its line, at the next read"
+    by_step = {r["step"]: r for r in a}
+    for r in b:
+        assert r["loss"] == by_step[r["step"]]["loss"] or (r["loss"] != r["loss"] and r["step"] == 2)
+        assert r["nonfinite_steps"] == by_step[r["step"]]["nonfinite_steps"]
+    assert every["nonfinite_steps"] == deferred["nonfinite_steps"] == 1 and every["loss"] == deferred["loss"]
+    wa, wb = trained_weights(tmp_path / "every"), trained_weights(tmp_path / "deferred")
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+def test_too_many_skipped_steps_stop_at_the_next_logging_step(tmp_path, caption_data, tiny_gpt2, monkeypatch):
+    from test_train import _nan_on_calls
+
+    from frozen.model.frozen_model import FrozenModel
+    from frozen.train.loop import NonFiniteLossError, train
+
+    monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {"all"}))
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=10, max_nonfinite=3, log_every=5)
+    with pytest.raises(NonFiniteLossError, match=r"5 consecutive steps .*last at step 5\); checkpoint saved"):
+        train(cfg)
+    assert [r["nonfinite_steps"] for r in _records(tmp_path / "run")] == [1, 2, 3, 4, 5]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000004.pt").is_file()  # the weights of step 4, as before
