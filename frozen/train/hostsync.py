@@ -26,8 +26,14 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import frozen
+import frozen.train.loop as loop
+from frozen.config import register_configs
+from frozen.core.conf import conf_dir
+from frozen.core.logging import RunLogger
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")  # Tensor methods that read values
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "broadcast", "reduce_scatter_tensor", "barrier")
@@ -91,8 +97,6 @@ def per_step() -> Iterator[list[dict[str, Any]]]:
     ``step``, ``reads`` and ``other_reads`` (host reads from frozen / other code), ``collectives``, ``seconds``
     (host time since the previous step ended). A step ends at the loop's last ``RunLogger.step`` or
     ``RunLogger.advance`` call for it; what happens after it counts towards the next step."""
-    from frozen.core.logging import RunLogger
-
     rows: list[dict[str, Any]] = []
     originals = {name: getattr(RunLogger, name) for name in ("step", "advance")}
     with HostReads() as reads:
@@ -148,8 +152,6 @@ def summarize(rows: list[dict[str, Any]], log_every: int) -> dict[str, Any]:
 def emulate_old_syncs(device: torch.device) -> contextlib.AbstractContextManager:
     """Make every step wait for the device twice, where the step used to read values (before the forward:
     the target count; after the update: the finite check), to time what the reads cost on this machine."""
-    import frozen.train.loop as loop
-
     step = loop.train_step
 
     def waiting(*args: Any, **kwargs: Any) -> Any:
@@ -175,19 +177,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``python -m frozen.train.hostsync [--emulate-old-syncs] [--out FILE] overrides...``: train with the
     overrides (composed as ``train.py`` composes them, without its checks and Hydra run directory: give
     ``run_dir``), print the per-step counts and step times as JSON."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from frozen.config import register_configs
-    from frozen.train.loop import train
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--emulate-old-syncs", action="store_true", help="wait for the device twice per step")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--cfg", choices=("job",), help="print the composed config and stop (as train.py --cfg job)")
     args, overrides = p.parse_known_args(argv)
     register_configs()
-    with initialize_config_dir(config_dir=str(Path(_FROZEN).parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         composed = compose("train", overrides=overrides)
     if args.cfg:
         print(OmegaConf.to_yaml(composed))
@@ -196,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu")
     old = emulate_old_syncs(device) if args.emulate_old_syncs else contextlib.nullcontext()
     with old, per_step() as rows:
-        train(cfg)
+        loop.train(cfg)
     report = {"overrides": overrides, "emulate_old_syncs": args.emulate_old_syncs, "device": str(device),
               **summarize(rows, cfg.trainer.log_every), "per_step": rows}
     text = json.dumps(report, indent=1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from frozen.core import dist
 from frozen.data.packing import PACKED_KEYS
@@ -45,8 +46,6 @@ def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
 def adamw(params: Sequence[torch.nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
     """AdamW, fused where torch has the kernel for the parameters' device (CPU and CUDA): the fused kernel
     takes the non-finite flag as a tensor, so :func:`train_step` skips a bad step without reading it."""
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
     fused = all(p.is_floating_point() and p.device.type in _get_fused_kernels_supported_devices() for p in params)
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
