@@ -124,3 +124,21 @@ def test_too_many_skipped_steps_stop_at_the_next_logging_step(tmp_path, caption_
         train(cfg)
     assert [r["nonfinite_steps"] for r in _records(tmp_path / "run")] == [1, 2, 3, 4, 5]
     assert (tmp_path / "run" / "checkpoints" / "step_00000004.pt").is_file()  # the weights of step 4, as before
+
+
+def test_hostsync_command_counts_a_run_and_the_emulated_waits(tmp_path, caption_data, tiny_gpt2, capsys):
+    """What scripts/gpu_check.sh runs: the same Hydra overrides as train.py; --emulate-old-syncs adds the two
+    waits per step that the step made before, so one machine times both."""
+    from frozen.train import hostsync
+
+    def run(name, *flags):
+        return hostsync.main([*flags, "experiment=debug", f"lm.name={tiny_gpt2}", f"data_root={caption_data}",
+                              f"run_dir={tmp_path / name}", "data.train_shards=caps/train-*.tar",
+                              "data.val_shards=caps/val-*.tar", "trainer.max_steps=6", "trainer.val_every=0",
+                              "trainer.ckpt_every=0", "trainer.log_every=3", "trainer.device=cpu",
+                              "--out", str(tmp_path / f"{name}.json")])
+
+    now, old = run("now"), run("old", "--emulate-old-syncs")
+    assert now["reads_per_quiet_step"] == [(0, 3)] and now["reads_per_logging_step"] == [(1, 2)]
+    assert old["reads_per_quiet_step"] == [(2, 3)] and old["reads_per_logging_step"] == [(3, 2)]
+    assert now["seconds_per_step"] > 0 and json.loads((tmp_path / "now.json").read_text())["steps"] == 6
