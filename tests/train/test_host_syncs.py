@@ -142,3 +142,19 @@ def test_hostsync_command_counts_a_run_and_the_emulated_waits(tmp_path, caption_
     assert now["reads_per_quiet_step"] == [(0, 3)] and now["reads_per_logging_step"] == [(1, 2)]
     assert old["reads_per_quiet_step"] == [(2, 3)] and old["reads_per_logging_step"] == [(3, 2)]
     assert now["seconds_per_step"] > 0 and json.loads((tmp_path / "now.json").read_text())["steps"] == 6
+
+
+def test_collators_count_the_targets_the_loss_divides_by(tiny_model):
+    """num_targets (a Python int from the token lists) is the labels' count of non-ignored positions, padded
+    and packed, prompts and truncation included: the step no longer counts them on a tensor."""
+    from frozen.data.collate import Collator
+    from frozen.data.packing import PackedCollator
+    from frozen.data.samples import Example
+
+    examples = [Example(key=f"k{i}", kind="vqa" if i % 2 else "caption", prompt="Q: what? A:" if i % 2 else "",
+                        target=" a red circle" * (i + 1), meta={}, image=torch.zeros(3, 32, 32, dtype=torch.uint8))
+                for i in range(5)]
+    for collate in (Collator(tiny_model.tokenizer, 12), PackedCollator(tiny_model.tokenizer, 12, 2)):
+        batch = collate(examples)
+        assert isinstance(batch["num_targets"], int) and batch["num_targets"] > 0
+        assert batch["num_targets"] == int((batch["labels"] != -100).sum())
