@@ -9,7 +9,7 @@ the composed ``DictConfig`` node. :func:`train_config_problems` gathers them wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -148,6 +148,10 @@ class TrainerConfig:
     # DDP/FSDP: ranks agree on a received signal every N steps (a collective the host waits for); one process
     # checks every step. N x step time + a checkpoint write must fit in Slurm's KillWait (30 s by default).
     preempt_check_every: int = 10
+    # AdamW's fused kernel, which skips a non-finite step on the device (no host read, docs/host_syncs.md).
+    # null: fused on an accelerator, where a read makes the host wait; unfused on CPU, where the host is the
+    # device (a read costs no wait) and the unfused kernel keeps CPU results (make demo) bit for bit.
+    fused_optimizer: Optional[bool] = None
 
     @staticmethod
     def check(c: Any) -> list[str]:

@@ -90,7 +90,8 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
     params = model.trainable_parameters()
-    optimizer = adamw(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+    optimizer = adamw(params, fused=t.fused_optimizer, lr=t.lr, betas=tuple(t.betas), eps=t.eps,
+                      weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # ------------------------------------------------------------------ resume

@@ -11,9 +11,10 @@ not finite (the caller counts those and stops a run that keeps failing).
 
 The step never waits for the device (docs/host_syncs.md): the target count comes from the collator as
 a Python int (all-reduced as a device tensor when distributed), and a non-finite step is skipped on
-the device: the fused optimizer (:func:`adamw`) reads the flag ``found_inf`` inside its kernel, as it
-does for fp16's GradScaler, and leaves weights, moments and step count untouched. The caller reads
-the flag later, with the loss, on a logging step.
+the device: the fused optimizer (:func:`adamw`, the default on accelerators) reads the flag ``found_inf``
+inside its kernel, as it does for fp16's GradScaler, and leaves weights, moments and step count untouched.
+The caller reads the flag later, with the loss, on a logging step. Unfused (the default on CPU), the step
+reads the flag itself: on a CPU that read waits for nothing.
 """
 
 from __future__ import annotations
@@ -43,10 +44,18 @@ def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("fused") for group in optimizer.param_groups)
 
 
-def adamw(params: Sequence[torch.nn.Parameter], **kwargs: Any) -> torch.optim.AdamW:
-    """AdamW, fused where torch has the kernel for the parameters' device (CPU and CUDA): the fused kernel
-    takes the non-finite flag as a tensor, so :func:`train_step` skips a bad step without reading it."""
-    fused = all(p.is_floating_point() and p.device.type in _get_fused_kernels_supported_devices() for p in params)
+def adamw(params: Sequence[torch.nn.Parameter], fused: bool | None = None, **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW; fused (``trainer.fused_optimizer``) its kernel takes the non-finite flag as a tensor, so
+    :func:`train_step` skips a bad step without reading it. ``None``: fused on an accelerator (the host must run
+    ahead of it); unfused on CPU, where reading the flag costs no wait and the unfused kernel's rounding keeps
+    CPU results as they were (fused AdamW differs from it in the last bit)."""
+    devices = {p.device.type for p in params}
+    if fused is None:
+        fused = bool(devices) and "cpu" not in devices
+    supported = set(_get_fused_kernels_supported_devices())
+    if fused and not (devices <= supported and all(p.is_floating_point() for p in params)):
+        raise ValueError(f"trainer.fused_optimizer=true: torch has no fused AdamW for {sorted(devices - supported)}; "
+                         "set it to null (auto) or false")
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
 

@@ -15,7 +15,7 @@ from frozen.train.hostsync import HostReads, per_step, summarize
 def test_a_step_reads_device_values_only_when_it_logs(tmp_path, caption_data, tiny_gpt2):
     from frozen.train.loop import train
 
-    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=7, log_every=3)
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=7, log_every=3, fused_optimizer=True)
     with per_step() as rows:
         train(cfg)
     # Step 1 also holds the set-up; steps 3 and 6 log, and step 7, the last.
@@ -98,9 +98,10 @@ def test_deferred_reads_log_and_skip_what_reading_every_step_does(tmp_path, capt
 
     forward = FrozenModel.forward
     monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(forward, {2}))
-    every = train(make_cfg(tmp_path / "every", caption_data, tiny_gpt2, max_steps=6, log_every=1))
+    every = train(make_cfg(tmp_path / "every", caption_data, tiny_gpt2, max_steps=6, log_every=1, fused_optimizer=True))
     monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(forward, {2}))
-    deferred = train(make_cfg(tmp_path / "deferred", caption_data, tiny_gpt2, max_steps=6, log_every=3))
+    deferred = train(make_cfg(tmp_path / "deferred", caption_data, tiny_gpt2, max_steps=6, log_every=3,
+                                  fused_optimizer=True))
     a, b = _records(tmp_path / "every"), _records(tmp_path / "deferred")
     assert [r["step"] for r in b] == [2, 3, 6], "the skipped step gets its line, at the next read"
     by_step = {r["step"]: r for r in a}
@@ -119,7 +120,8 @@ def test_too_many_skipped_steps_stop_at_the_next_logging_step(tmp_path, caption_
     from frozen.train.loop import NonFiniteLossError, train
 
     monkeypatch.setattr(FrozenModel, "forward", _nan_on_calls(FrozenModel.forward, {"all"}))
-    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=10, max_nonfinite=3, log_every=5)
+    cfg = make_cfg(tmp_path / "run", caption_data, tiny_gpt2, max_steps=10, max_nonfinite=3, log_every=5,
+                   fused_optimizer=True)
     with pytest.raises(NonFiniteLossError, match=r"5 consecutive steps .*last at step 5\); checkpoint saved"):
         train(cfg)
     assert [r["nonfinite_steps"] for r in _records(tmp_path / "run")] == [1, 2, 3, 4, 5]
@@ -136,6 +138,7 @@ def test_hostsync_command_counts_a_run_and_the_emulated_waits(tmp_path, caption_
                               f"run_dir={tmp_path / name}", "data.train_shards=caps/train-*.tar",
                               "data.val_shards=caps/val-*.tar", "trainer.max_steps=6", "trainer.val_every=0",
                               "trainer.ckpt_every=0", "trainer.log_every=3", "trainer.device=cpu",
+                              "trainer.fused_optimizer=true",
                               "--out", str(tmp_path / f"{name}.json")])
 
     now, old = run("now"), run("old", "--emulate-old-syncs")
@@ -158,3 +161,20 @@ def test_collators_count_the_targets_the_loss_divides_by(tiny_model):
         batch = collate(examples)
         assert isinstance(batch["num_targets"], int) and batch["num_targets"] > 0
         assert batch["num_targets"] == int((batch["labels"] != -100).sum())
+
+
+def test_fused_optimizer_defaults_to_accelerators_and_is_refused_where_torch_has_none(monkeypatch):
+    """null: unfused on CPU (a read waits for nothing there, and the unfused kernel keeps CPU results bit for
+    bit: fused AdamW rounds differently), fused where the host must run ahead of a device."""
+    from frozen.train import step
+
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert not step.supports_found_inf(step.adamw(cpu))
+    assert step.supports_found_inf(step.adamw(cpu, fused=True))
+    assert not step.supports_found_inf(step.adamw(cpu, fused=False))
+    meta = [torch.nn.Parameter(torch.zeros(3, device="meta"))]  # an accelerator stand-in: not CPU
+    monkeypatch.setattr(step, "_get_fused_kernels_supported_devices", lambda: ["cpu", "meta"])
+    assert step.supports_found_inf(step.adamw(meta))
+    monkeypatch.setattr(step, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    with pytest.raises(ValueError, match="no fused AdamW for \\['cpu'\\]"):
+        step.adamw(cpu, fused=True)
