@@ -6,6 +6,9 @@
 #   3. DDP over NCCL on every visible GPU (num_gpus = visible GPUs)
 #   4. the same with trainer.strategy=fsdp (frozen LM sharded with FSDP2)
 #   5. make demo's evaluation of the 200-step export
+#   6. host reads of device values per training step and seconds per step (python -m frozen.train.hostsync,
+#      100 demo steps, logging every 20), then the same with two waits per step as the step had before
+#      (--emulate-old-syncs): what the waits cost on this GPU (docs/host_syncs.md)
 # Usage: scripts/gpu_check.sh [--dry-run] [--out DIR]
 #   --dry-run  runs here, on CPU, in seconds: every command is built exactly as on a GPU and parsed
 #              (Hydra `--cfg job` composes and type-checks each config; the bench parses its arguments)
@@ -18,7 +21,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1'; use --dry-run and/or --out DIR" >&2; exit 2 ;;
   esac
 done
@@ -48,8 +51,10 @@ declare -A CMDS=(
   [ddp]="train.py ${DEMO[*]} trainer.max_steps=100 num_gpus=$NGPU per_gpu_batchsize=16 trainer.batch_size=$((16 * NGPU)) run_dir=$OUT/ddp"
   [fsdp]="train.py ${DEMO[*]} trainer.max_steps=100 num_gpus=$NGPU per_gpu_batchsize=16 trainer.batch_size=$((16 * NGPU)) trainer.strategy=fsdp run_dir=$OUT/fsdp"
   [eval]="evaluate.py eval=demo load_path=$OUT/single/export device=cuda precision=bf16 run_dir=$OUT/eval"
+  [syncs]="-m frozen.train.hostsync ${DEMO[*]} trainer.max_steps=100 trainer.ckpt_every=0 run_dir=$OUT/syncs --out $OUT/syncs.json"
+  [syncs_old]="-m frozen.train.hostsync --emulate-old-syncs ${DEMO[*]} trainer.max_steps=100 trainer.ckpt_every=0 run_dir=$OUT/syncs_old --out $OUT/syncs_old.json"
 )
-ORDER=(single compiled ddp fsdp eval)
+ORDER=(single compiled ddp fsdp eval syncs syncs_old)
 
 declare -A SECONDS_TAKEN STATUS
 if [[ $DRY == 1 ]]; then
@@ -115,6 +120,19 @@ if not dry:
     results = out / "eval" / "results.json"
     if results.exists():
         runs["eval"]["results"] = json.loads(results.read_text())
+    for run in ("syncs", "syncs_old"):  # host reads per step and step times (frozen.train.hostsync)
+        path = out / f"{run}.json"
+        if path.exists():
+            report = json.loads(path.read_text())
+            runs[run]["summary"] = {k: v for k, v in report.items() if k != "per_step"}
+            s = runs[run]["summary"]
+            print(f"{run}: host reads per step without logging {s['reads_per_quiet_step']}, with logging "
+                  f"{s['reads_per_logging_step']} ([reads, steps]); other libraries {s['other_reads_per_step']}; "
+                  f"{s['seconds_per_step']} s/step, median {s['median_step_seconds']} s")
+    pace = [runs[r].get("summary", {}).get("seconds_per_step") for r in ("syncs", "syncs_old")]
+    if all(pace):
+        result["syncs_speedup"] = pace[1] / pace[0]
+        print(f"steps without the waits: {pace[1] / pace[0]:.3f}x the speed of steps that wait twice")
 (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
 print(f"wrote {out / 'gpu_check.json'}")
 PYEOF

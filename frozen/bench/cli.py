@@ -121,7 +121,8 @@ def print_table(report: dict[str, Any]) -> None:
             shares = [e["lm_positions"][s]["real_fraction"] for s in ("padded", "packed")]
             notes.append(f"real positions {shares[0]:.0%} padded, {shares[1]:.0%} packed")
         if "compile_s" in e:
-            notes.append(f"compile {e['compile_s']:.1f} s, equal within tolerance={e['equal']['within_tolerance']}")
+            notes.append(f"compile {e['compile_s']:.1f} s, {e['graphs']} graph(s), {e['graph_breaks']} break(s), "
+                         f"equal within tolerance={e['equal']['within_tolerance']}")
         if "mfu" in e:
             notes.append(f"MFU {e['mfu']['frozen']:.1%}, {e['tokens_per_s']:.0f} tok/s")
         for t in e["targets"] or [{"metric": "none", "target": "(reported)", "met": None}]:

@@ -5,8 +5,10 @@ with the same seed, compiled the way the loop compiles (``frozen.train.compiled.
 first compiled step (tracing + code generation) is timed on its own as ``compile_s``; the timed
 repeats come after it, interleaved with eager ones. Equality: the first step of each side, from the
 same weights on the same batch, gives the same loss, gradient norm and updated weights within
-tolerance (compiled kernels are not bit-identical to eager ones). No target: the entry reports what
-compiling gains on the machine it runs on.
+tolerance (compiled kernels are not bit-identical to eager ones). ``graphs`` and ``graph_breaks``: what
+dynamo traced for the compiled side (its counters over the compiled steps); the training forward is one
+graph, so the encoder, mapper and LM are optimised together. No target: the entry reports what compiling
+gains on the machine it runs on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 from typing import Any
 
 import torch
+import torch._dynamo.utils
 
 from frozen.bench import lib as perf
 from frozen.bench.common import median, run_config, side
@@ -37,6 +40,8 @@ def bench_train_compiled(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     # One step each from the same weights: loss, gradient norm and the update must agree.
     results: dict[str, Any] = {}  # each side's StepResult
     first_eager = perf.timed(lambda: results.update(eager=eager_step()), device)
+    counters = torch._dynamo.utils.counters
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     compile_s = perf.timed(lambda: results.update(compiled=compiled_step()), device)
     e, c = results["eager"], results["compiled"]
     after = dict(compiled.named_parameters())
@@ -56,6 +61,7 @@ def bench_train_compiled(args: argparse.Namespace, lm: str) -> dict[str, Any]:
     }
 
     times = perf.interleaved({"compiled": compiled_step, "eager": eager_step}, args.repeats, device)
+    graphs, breaks = counters["stats"]["unique_graphs"] - graphs, sum(counters["graph_break"].values()) - breaks
     med = {name: median(values) for name, values in times.items()}
     return {
         "config": run_config(
@@ -68,6 +74,8 @@ def bench_train_compiled(args: argparse.Namespace, lm: str) -> dict[str, Any]:
         "speedup": med["eager"] / med["compiled"],
         "compile_s": compile_s,  # the first compiled step: tracing, code generation, C++/Triton builds
         "first_eager_step_s": first_eager,
+        "graphs": graphs,  # graphs dynamo compiled for the training forward (1: no graph break)
+        "graph_breaks": breaks,
         "equal": equal,
         "targets": [],  # none: the issue asks for the number on each machine, whatever it is
     }

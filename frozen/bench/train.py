@@ -14,7 +14,7 @@ from frozen.bench import lib as perf
 from frozen.bench.common import load_model, median, run_config, side, target
 from frozen.core.precision import autocast_context, resolve_precision
 from frozen.train import flops
-from frozen.train.step import train_step  # the loop's own step
+from frozen.train.step import adamw, train_step  # the loop's own optimizer and step
 
 TRAIN_VARIANTS = ("frozen", "plain", "frozen_ckpt")
 
@@ -30,7 +30,7 @@ def train_setup(
     model.train()
     batch = perf.synthetic_caption_batch(model.tokenizer, args.train_batch, args.image_size)
     params = model.trainable_parameters()  # vision + mapper: the optimizer never sees LM weights
-    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95))
+    optimizer = adamw(params, lr=1e-4, betas=(0.9, 0.95))
     autocast = autocast_context("bf16" if bf16 else "fp32", device)
 
     def configure(variant: str) -> None:

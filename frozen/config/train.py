@@ -9,7 +9,7 @@ the composed ``DictConfig`` node. :func:`train_config_problems` gathers them wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -147,6 +147,13 @@ class TrainerConfig:
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
     # Seconds a rank waits in one collective for the others before the run stops naming the lost rank.
     dist_timeout_s: float = 300.0
+    # DDP/FSDP: ranks agree on a received signal every N steps (a collective the host waits for); one process
+    # checks every step. N x step time + a checkpoint write must fit in Slurm's KillWait (30 s by default).
+    preempt_check_every: int = 10
+    # AdamW's fused kernel, which skips a non-finite step on the device (no host read, docs/host_syncs.md).
+    # null: fused on an accelerator, where a read makes the host wait; unfused on CPU, where the host is the
+    # device (a read costs no wait) and the unfused kernel keeps CPU results (make demo) bit for bit.
+    fused_optimizer: Optional[bool] = None
 
     @staticmethod
     def check(c: Any) -> list[str]:
@@ -172,6 +179,8 @@ class TrainerConfig:
             (c.num_sample_captions >= 0, f"num_sample_captions must be >= 0, got {c.num_sample_captions}"),
             (c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}"),
             (c.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {c.max_nonfinite}"),
+            (c.preempt_check_every >= 1, f"preempt_check_every must be >= 1 (steps between preemption checks "
+             f"of a distributed run), got {c.preempt_check_every}"),
             (c.threads >= 0, f"threads must be >= 0 (0 keeps torch's default), got {c.threads}"),
             (c.peak_tflops >= 0, f"peak_tflops must be >= 0 (0: from the GPU's name), got {c.peak_tflops}"),
             (not (c.compile and c.strategy == "fsdp"),

@@ -72,6 +72,7 @@ class Collator:
             meta: list[dict] (the sample json; captions samples add ``captions``)
             num_truncated: int, examples cut to max_length in this batch
             num_text_tokens: int, real text tokens (prompt + target + EOS, no padding) in this batch
+            num_targets: int, label positions that are not -100 (the caption-token loss's count)
         """
         rows = self.encode_examples(examples)
         width = max(len(ids) for ids, _, _ in rows)
@@ -113,6 +114,8 @@ def example_fields(examples: Sequence[Example], rows: Sequence[tuple[list[int], 
         "meta": [e.meta for e in examples],
         "num_truncated": sum(int(t) for _, _, t in rows),
         "num_text_tokens": sum(len(ids) for ids, _, _ in rows),
+        # The loss's normaliser, counted here on the host so the training step never reads it off a tensor.
+        "num_targets": sum(sum(label != IGNORE_INDEX for label in labels) for _, labels, _ in rows),
     }
 
 

@@ -124,10 +124,16 @@ class FrozenModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ forward
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._compiled_call_impl is not None:  # trainer.compile: the value check runs here, outside the graph
+            check_images(args[0] if args else kwargs.get("images"), self.model_cfg.image_size)
+        return super().__call__(*args, **kwargs)
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` float in [0, 1] or uint8 pixels -> visual prefix ``[B, k, D]`` in the LM's embedding
         dtype. uint8 (the training loader's batches) crosses to the device as bytes and becomes float there."""
-        check_images(images, self.model_cfg.image_size)
+        # Traced by torch.compile: shape and dtype only (a value read would split the graph; __call__ checks).
+        check_images(images, self.model_cfg.image_size, values=not torch.compiler.is_compiling())
         images = to_unit_float(images.to(self.device))  # uint8 -> float32 here, after the copy
         prefix = self.mapper(self.vision(images))  # [B, C] -> [B, k, D]
         return prefix.to(self.lm.get_input_embeddings().weight.dtype)

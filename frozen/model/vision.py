@@ -141,8 +141,11 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def check_images(images: torch.Tensor, image_size: int) -> None:
-    """Raise a one-line error unless ``images`` is ``[B, 3, S, S]`` with S == image_size, finite float or uint8."""
+def check_images(images: torch.Tensor, image_size: int, values: bool = True) -> None:
+    """Raise a one-line error unless ``images`` is ``[B, 3, S, S]`` with S == image_size, finite float or uint8.
+
+    ``values=False`` checks shape and dtype only: the finiteness of float images is a value the host must
+    read (it waits for the device), which a compiled graph cannot do without breaking in two."""
     if (
         not torch.is_tensor(images)
         or images.dim() != 4
@@ -158,10 +161,10 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
             f"images must be a float tensor [B, 3, {image_size}, {image_size}] in [0, 1], got {shape}; "
             f"use frozen.model.vision.image_transform({image_size}) or model.preprocess(pil_image)"
         )
-    if images.dtype == torch.uint8:
-        return  # pixels 0-255: always finite; to_unit_float scales them
-    if not images.is_floating_point():
+    if not images.is_floating_point() and images.dtype != torch.uint8:
         raise InputError(f"images must be floating point in [0, 1] or uint8 pixels, got dtype {images.dtype}")
+    if images.dtype == torch.uint8 or not values:
+        return  # pixels 0-255: always finite; to_unit_float scales them
     # A NaN would otherwise flow through the encoder and the LM and decode quietly. One scalar
     # reduction over [B, 3, S, S]; the per-image indices are only computed for the message.
     if not bool(torch.isfinite(images).all()):

@@ -36,7 +36,8 @@ from frozen.train.compiled import check_compile, compile_model
 from frozen.train.flops import lm_matmul_params, peak_tflops, vision_flops_per_image
 from frozen.train.fsdp import resident_lm_bytes, shard_lm
 from frozen.train.preempt import Preemption
-from frozen.train.step import train_step
+from frozen.train.records import NonFiniteCount, PendingSteps
+from frozen.train.step import adamw, train_step
 from frozen.train.throughput import StepFlops, Throughput
 from frozen.train.validate import validate
 
@@ -89,7 +90,8 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+    optimizer = adamw(params, fused=t.fused_optimizer, lr=t.lr, betas=tuple(t.betas), eps=t.eps,
+                      weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # ------------------------------------------------------------------ resume
@@ -149,11 +151,15 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     save_checkpoint = functools.partial(ckpt.save_run, cfg, info, model, optimizer, scaler, log=logger.print)
 
     # ------------------------------------------------------------------ steps
+    # The host reads the steps' device values (loss, grad norm, non-finite flag) only where it needs them:
+    # logging and checkpoint steps, preemption checks (docs/host_syncs.md). Between them it queues steps.
     model.train()
-    consecutive_nonfinite, loss_value, step = 0, float("nan"), start_step
+    loss_value, step = float("nan"), start_step
+    nonfinite = NonFiniteCount(limit=t.max_nonfinite, total=nonfinite_total)
+    pending = PendingSteps()
     preemption = Preemption(t.preempt_signals, info, device)
     try:
-        preemption.__enter__()  # handlers only set a flag, read once per step below
+        preemption.__enter__()  # handlers only set a flag, read below
         throughput.start()  # each log line's rates cover everything since the previous one
         for step in range(start_step, t.max_steps):
             lr = lr_at(step, cfg)
@@ -175,45 +181,51 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
                 world_size=info.world_size,
                 blind=t.blind,
             )
-            global_loss, grad_norm, finite = result.loss, result.grad_norm, result.finite
-            if not finite:
-                consecutive_nonfinite += 1
-                nonfinite_total += 1
-                logger.print(
-                    f"[yellow]step {step + 1}: non-finite loss/grad, step skipped "
-                    f"({consecutive_nonfinite} in a row)[/yellow]"
-                )
-                if consecutive_nonfinite >= t.max_nonfinite:
-                    save_checkpoint(step, skip_counter, nonfinite_total)
+            done = step + 1
+            pending.add(done, lr, skip_counter.total(), result)
+            log_now = done % t.log_every == 0 or done == t.max_steps
+            ckpt_now = bool(t.ckpt_every and done % t.ckpt_every == 0 and done < t.max_steps)
+            # One process reads its own signal flag (a host bool) every step; ranks agree on theirs with a
+            # collective every preempt_check_every steps, read together with the step records.
+            check_now = bool(preemption.signals) and done < t.max_steps and (
+                not info.enabled or done % t.preempt_check_every == 0)
+            preempted = False
+            if log_now or ckpt_now or (check_now and (info.enabled or preemption.received is not None)):
+                flag = preemption.reduced_flag() if check_now and info.enabled else None
+                records, (totals, flag_value) = pending.read(throughput.pending_totals() if log_now else None, flag)
+                preempted = check_now and (flag_value[0] > 0 if flag_value else preemption.received is not None)
+                for r in records:
+                    nonfinite.update(r)
+                    if r.nonfinite:
+                        logger.print(f"[yellow]step {r.step}: non-finite loss/grad, step skipped "
+                                     f"({nonfinite.in_a_row} in a row)[/yellow]")
+                    else:
+                        loss_value = r.loss
+                    if r.nonfinite or (r.step == done and log_now):  # skipped steps get a line each, as logged
+                        metrics = {"loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm}
+                        if r.step == done and log_now:
+                            metrics.update(throughput.metrics(totals))  # img/s, tok/s, padding (+ mfu) since last
+                        logger.step(r.step, {**metrics, "nonfinite_steps": nonfinite.total,
+                                             "skipped_samples": r.skipped_samples})
+                nonfinite_total = nonfinite.total
+                if nonfinite.stop is not None:
+                    in_a_row, last = nonfinite.stop
+                    # A skipped last step leaves the weights of the step before it (as when read at once).
+                    save_checkpoint(done - 1 if records[-1].nonfinite else done, skip_counter, nonfinite_total)
+                    seen = "" if last == done else f", read at step {done} (the flag is read on logging steps)"
                     raise NonFiniteLossError(
-                        f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
-                        f"(last at step {step + 1}); "
+                        f"{in_a_row} consecutive steps had a non-finite loss or gradient (last at step {last}{seen}); "
                         f"checkpoint saved in {run_dir / ckpt.CKPT_DIR}: lower trainer.lr, use trainer.precision=fp32 "
                         "or bf16, or check the data"
                     )
-            else:
-                consecutive_nonfinite = 0
-                loss_value = global_loss.item()
-            done = step + 1
-            if done % t.log_every == 0 or done == t.max_steps or not finite:
-                metrics = {
-                    "loss": global_loss.item(),
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    **throughput.metrics(),  # img/s, tok/s, padding (+ mfu) since the previous log line
-                    "nonfinite_steps": nonfinite_total,
-                    "skipped_samples": skip_counter.total(),
-                }
-                logger.step(done, metrics)
-            else:
-                logger.advance(done)
+            logger.advance(done)
             if t.val_every and done % t.val_every == 0 and done < t.max_steps:
                 validate(cfg, model, info, logger, done, autocast)
                 model.train()
-            if t.ckpt_every and done % t.ckpt_every == 0 and done < t.max_steps:
+            if ckpt_now:
                 save_checkpoint(done, skip_counter, nonfinite_total)
-            if done < t.max_steps and preemption.requested():  # the same answer on every rank
-                if not (t.ckpt_every and done % t.ckpt_every == 0):
+            if preempted:  # the same answer on every rank
+                if not ckpt_now:
                     save_checkpoint(done, skip_counter, nonfinite_total)
                 stopped = preemption.stop(done, str(ckpt.checkpoint_path(run_dir, done)))
                 logger.print(f"[yellow]{stopped}[/yellow]")

@@ -2,8 +2,9 @@
 
 A cluster announces preemption or the end of a job's time with a signal (Slurm: SIGTERM, or the
 signal asked for with ``--signal``; submitit: SIGUSR2 ``signal_delay_s`` before the limit). The
-handler only sets a flag. The loop reads it once per optimizer step (:meth:`Preemption.requested`;
-under DDP/FSDP a one-element all-reduce, so every rank stops after the same step), writes a
+handler only sets a flag. The loop reads it after every optimizer step in one process, and every
+``trainer.preempt_check_every`` steps under DDP/FSDP (:meth:`Preemption.reduced_flag`, a one-element
+all-reduce read with the step records, so every rank stops after the same step), writes a
 checkpoint at that step and raises :class:`Preempted`, which the entry point turns into exit status
 :data:`PREEMPTED_EXIT` (75, ``EX_TEMPFAIL``: "try again"). A handler that was installed before ours
 (submitit's requeue) runs after the checkpoint. Relaunching the same command resumes exactly.
@@ -60,8 +61,13 @@ class Preemption:
             return False
         if not self.info.enabled:
             return self.received is not None
+        return bool(self.reduced_flag().item() > 0)
+
+    def reduced_flag(self) -> torch.Tensor:
+        """``[1]`` on the device: the number of ranks that received a signal (a collective), not read yet; the
+        loop reads it with its step records every ``trainer.preempt_check_every`` steps."""
         flag = torch.tensor([0.0 if self.received is None else 1.0], device=self.device)
-        return bool(dist.all_reduce_sum(flag).item() > 0)
+        return dist.all_reduce_sum(flag)
 
     def stop(self, step: int, checkpoint: str) -> Preempted:
         """Give the signal to the handler installed before ours (submitit requeues), then the exception to raise."""

@@ -8,6 +8,13 @@ as one process of batch N*b.
 Backward runs under ``no_sync`` on every micro-step but the last (one gradient all-reduce per step),
 then gradients are unscaled (fp16), clipped, and the optimizer steps unless the loss or gradient is
 not finite (the caller counts those and stops a run that keeps failing).
+
+The step never waits for the device (docs/host_syncs.md): the target count comes from the collator as
+a Python int (all-reduced as a device tensor when distributed), and a non-finite step is skipped on
+the device: the fused optimizer (:func:`adamw`, the default on accelerators) reads the flag ``found_inf``
+inside its kernel, as it does for fp16's GradScaler, and leaves weights, moments and step count untouched.
+The caller reads the flag later, with the loss, on a logging step. Unfused (the default on CPU), the step
+reads the flag itself: on a CPU that read waits for nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from frozen.core import dist
 from frozen.data.packing import PACKED_KEYS
@@ -26,7 +34,37 @@ from frozen.data.packing import PACKED_KEYS
 class StepResult:
     loss: torch.Tensor  # scalar fp32: the global mean caption-token loss of this step (all ranks)
     grad_norm: torch.Tensor  # scalar: global gradient norm before clipping (0 when clipping is off)
-    finite: bool  # False: the optimizer did not step (except fp16, whose scaler skips inf steps itself)
+    nonfinite: torch.Tensor  # scalar bool: the loss or gradient was not finite and the optimizer did not step
+    # (fp16: the scaler decides, it skips steps with inf gradients and lowers its scale)
+
+
+def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` skips its update on device when given ``optimizer.found_inf`` (fused kernels).
+    Read from the param groups: loading a state dict of a non-fused optimizer turns ``fused`` off."""
+    return all(group.get("fused") for group in optimizer.param_groups)
+
+
+def adamw(params: Sequence[torch.nn.Parameter], fused: bool | None = None, **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW; fused (``trainer.fused_optimizer``) its kernel takes the non-finite flag as a tensor, so
+    :func:`train_step` skips a bad step without reading it. ``None``: fused on an accelerator (the host must run
+    ahead of it); unfused on CPU, where reading the flag costs no wait and the unfused kernel's rounding keeps
+    CPU results as they were (fused AdamW differs from it in the last bit)."""
+    devices = {p.device.type for p in params}
+    if fused is None:
+        fused = bool(devices) and "cpu" not in devices
+    supported = set(_get_fused_kernels_supported_devices())
+    if fused and not (devices <= supported and all(p.is_floating_point() for p in params)):
+        raise ValueError(f"trainer.fused_optimizer=true: torch has no fused AdamW for {sorted(devices - supported)}; "
+                         "set it to null (auto) or false")
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
+def target_count(batch: dict[str, Any]) -> int:
+    """Target tokens of a collated batch: the collator's ``num_targets``, else counted from its labels (host
+    tensors from a loader; counting labels on an accelerator would wait for it)."""
+    if "num_targets" in batch:
+        return int(batch["num_targets"])
+    return int((batch["labels"] != -100).sum())
 
 
 def train_step(
@@ -53,8 +91,10 @@ def train_step(
     scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
     # Normalise by the global number of target tokens so that the update is independent of how the
     # batch is split over processes and micro-steps.
-    num_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-    global_targets = int(dist.all_reduce_sum(torch.tensor([num_targets], device=device)).item())
+    num_targets = sum(target_count(b) for b in micro_batches)
+    global_targets: int | torch.Tensor = max(num_targets, 1)
+    if world_size > 1:  # the global count stays on the device: the forward is queued without waiting for it
+        global_targets = dist.all_reduce_sum(torch.tensor(num_targets, device=device)).clamp_min(1)
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         images = batch["images"].to(device, non_blocking=True)
@@ -69,7 +109,7 @@ def train_step(
                 batch["input_ids"].to(device),
                 None if mask is None else mask.to(device),
                 labels=batch["labels"].to(device),
-                num_items_in_batch=max(global_targets, 1),
+                num_items_in_batch=global_targets,
                 **packed,
             )
         # out.loss = (this micro-batch's summed CE) / global_targets; DDP averages gradients over
@@ -83,9 +123,17 @@ def train_step(
     if grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     global_loss = dist.all_reduce_sum(loss_sum.clone())  # sum of per-rank shares = global mean
-    finite = bool(torch.isfinite(global_loss)) and bool(torch.isfinite(grad_norm))
-    if finite or scaler.is_enabled():  # fp16: the scaler skips inf steps and lowers its scale
+    nonfinite = torch.isfinite(global_loss).logical_and(torch.isfinite(grad_norm)).logical_not()  # [] bool
+    if scaler.is_enabled():  # fp16: the scaler skips inf steps and lowers its scale
         scaler.step(optimizer)
         scaler.update()
+    elif supports_found_inf(optimizer):  # skipped inside the kernel: weights, moments and step count unchanged
+        optimizer.found_inf = nonfinite.float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(nonfinite):  # an optimizer without found_inf: the host reads the flag (waits for the device)
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=global_loss, grad_norm=grad_norm, finite=finite)
+    return StepResult(loss=global_loss, grad_norm=grad_norm, nonfinite=nonfinite)

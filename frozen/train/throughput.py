@@ -72,10 +72,20 @@ class Throughput:
             for i, n in enumerate((len(batch["images"]), batch["num_text_tokens"], real, computed)):
                 self._counts[i] += int(n)
 
-    def metrics(self) -> dict[str, float]:
-        """The interval's ``img/s``, ``tok/s``, ``padding`` (and ``mfu``), all ranks together."""
-        totals = dist.all_reduce_sum(torch.tensor(self._counts, dtype=torch.float64, device=self.device))
-        images, tokens, real, computed = (float(v) for v in totals.tolist())
+    def pending_totals(self) -> torch.Tensor | None:
+        """The interval's counts summed over ranks (``[4]`` float64 on the device, not read yet), for a caller
+        that reads them together with its other values; None in one process, whose counts are host ints."""
+        if self.world_size == 1:
+            return None
+        return dist.all_reduce_sum(torch.tensor(self._counts, dtype=torch.float64, device=self.device))
+
+    def metrics(self, totals: Sequence[float] | None = None) -> dict[str, float]:
+        """The interval's ``img/s``, ``tok/s``, ``padding`` (and ``mfu``), all ranks together. ``totals``: the
+        values of :meth:`pending_totals` when the caller read them already."""
+        if totals is None:
+            pending = self.pending_totals()
+            totals = self._counts if pending is None else pending.tolist()
+        images, tokens, real, computed = (float(v) for v in totals)
         elapsed = max(self.clock() - self._since, 1e-9)
         out = {
             "img/s": images / elapsed,

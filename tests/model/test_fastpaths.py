@@ -219,6 +219,8 @@ def test_bench_smoke_tiny(tmp_path, caption_data):
     for side in ("packed", "padded"):
         assert 0 < positions["real"] <= positions[side]["computed"]
         assert positions[side]["computed"] == sum(rows * width for rows, width in positions[side]["rows_x_width"])
+    compiled = report["entries"]["train_compiled"]  # the training forward is one graph: no graph break
+    assert compiled["graphs"] == 1 and compiled["graph_breaks"] == 0
     stats = packing["config"]["caption_lengths"]
     assert stats["captions"] == 15833 and stats["stats"]["max"] == 48  # the built-in CC3M table
 

@@ -64,3 +64,40 @@ def test_compile_is_refused_in_one_line_where_it_cannot_run(tmp_path, caption_da
     problems = TrainerConfig.check(TrainerConfig(compile=True, strategy="fsdp"))
     assert problems == ["compile=true is not supported with strategy=fsdp (the sharded LM's hooks are untested under "
                         "torch.compile); use strategy=ddp or compile=false"]
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_training_forward_compiles_as_one_graph(tiny_gpt2, distributed):
+    """fullgraph=True: no graph break anywhere in the training forward (encoder, mapper, LM, loss), with float
+    images (whose finiteness the host checks outside the graph) and the global target count as an int (one
+    process) or as the device tensor a distributed step all-reduces."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = FrozenModel.from_pretrained(str(tiny_gpt2), vision="tiny_cnn", image_size=32).train()
+    g = torch.Generator().manual_seed(0)
+    images, ids = torch.rand(3, 3, 32, 32, generator=g), torch.randint(0, 300, (3, 9), generator=g)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, 5:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    count = torch.tensor(int((labels != -100).sum())) if distributed else int((labels != -100).sum())
+    eager = model(images, ids, mask, labels=labels, num_items_in_batch=count).loss
+    forward = torch.compile(model.forward, fullgraph=True, dynamic=True, backend="eager")  # dynamo only: fast
+    loss = forward(images, ids, mask, labels=labels, num_items_in_batch=count).loss
+    loss.backward()
+    torch._dynamo.reset()
+    torch.testing.assert_close(loss, eager)
+    assert all(p.grad is not None for p in model.mapper.parameters())
+
+
+def test_compiled_model_still_refuses_nonfinite_images(tiny_gpt2):
+    """The value check left the graph, not the model: a compiled model refuses NaN images in one line."""
+    from frozen.errors import InputError
+
+    torch._dynamo.reset()
+    model = FrozenModel.from_pretrained(str(tiny_gpt2), vision="tiny_cnn", image_size=32)
+    model.compile(backend="eager", dynamic=True)
+    images = torch.rand(2, 3, 32, 32)
+    images[1, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match=r"images \[1\] hold NaN"):
+        model(images, torch.randint(0, 300, (2, 5)))
+    torch._dynamo.reset()

@@ -100,12 +100,14 @@ def test_one_rank_signalled_stops_every_rank_after_the_same_step(tmp_path, capti
 
     full = dataclasses.replace(make_cfg(tmp_path / "full", caption_data, tiny_gpt2, max_steps=5), num_gpus=2)
     dist.spawn(loop.train, (full,), num_local=2)
-    cfg = dataclasses.replace(make_cfg(tmp_path / "cut", caption_data, tiny_gpt2, max_steps=5), num_gpus=2)
+    # The ranks agree on the flag every 2nd step: the signal of step 3 stops both after step 4.
+    cut = make_cfg(tmp_path / "cut", caption_data, tiny_gpt2, max_steps=5, preempt_check_every=2)
+    cfg = dataclasses.replace(cut, num_gpus=2)
     dist.spawn(_preempted_worker, (cfg,), num_local=2)
     run = tmp_path / "cut"
-    assert "preempted by SIGTERM: stopped after step 3" in (run / "stopped-rank1.txt").read_text()
-    assert "preempted by a signal on another rank: stopped after step 3" in (run / "stopped-rank0.txt").read_text()
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000003.pt"]
+    assert "preempted by SIGTERM: stopped after step 4" in (run / "stopped-rank1.txt").read_text()
+    assert "preempted by a signal on another rank: stopped after step 4" in (run / "stopped-rank0.txt").read_text()
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000004.pt"]
     dist.spawn(loop.train, (cfg,), num_local=2)
     a, b = trained_weights(full.run_dir), trained_weights(cfg.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -29,8 +29,10 @@ def test_gpu_check_dry_run_parses_every_command(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["dry_run"] is True
     assert {name: run["status"] for name, run in report["runs"].items()} == dict.fromkeys(
-        ("bench", "single", "compiled", "ddp", "fsdp", "eval"), "parsed"
+        ("bench", "single", "compiled", "ddp", "fsdp", "eval", "syncs", "syncs_old"), "parsed"
     )
+    syncs = yaml.safe_load((tmp_path / "syncs.cfg.yaml").read_text())  # the host-sync count trains the demo too
+    assert syncs["trainer"]["log_every"] == 20 and syncs["trainer"]["max_steps"] == 100
     # What Hydra composed is what the GPU run would train: the switches reached the configs.
     single, ddp, fsdp = (yaml.safe_load((tmp_path / f"{n}.cfg.yaml").read_text()) for n in ("single", "ddp", "fsdp"))
     assert single["trainer"]["max_steps"] == 200 and single["trainer"]["precision"] == "bf16"
