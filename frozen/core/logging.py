@@ -61,17 +61,17 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def last_logged_step(jsonl: Path) -> int:
-    """The highest step in an existing metrics.jsonl (0 if none): what W&B already has of this run."""
+def last_logged_step(jsonl: Path) -> int | None:
+    """The highest step in an existing metrics.jsonl (None if none): what W&B already has of this run."""
     if not jsonl.is_file():
-        return 0
+        return None
     steps = []
     for line in jsonl.read_text().splitlines():
         try:
             steps.append(int(json.loads(line).get("step", 0)))
         except (ValueError, AttributeError):  # a blank or cut line (a crash mid-write) says nothing
             continue
-    return max(steps, default=0)
+    return max(steps, default=None)
 
 
 # What the progress bar (and a non-interactive console's line) shows of a step's metrics.
@@ -107,7 +107,7 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # Training (a step bar) continues its run dir's W&B run; each evaluation is a W&B run of its own.
         training = bool(total_steps)
-        self._wandb_after = last_logged_step(self.run_dir / "metrics.jsonl") if training else 0  # W&B has these
+        self._wandb_after = last_logged_step(self.run_dir / "metrics.jsonl") if training else None  # W&B has these
         self._jsonl = open(self.run_dir / "metrics.jsonl", "ab", buffering=0)  # each line on disk as written
         if backend == "wandb":
             resolved = wandb_mode(mode)
@@ -187,7 +187,7 @@ class RunLogger:
 
     def _to_wandb(self, step: int) -> bool:
         """Whether ``step`` goes to W&B: not a step it got before a resume (W&B's steps only increase)."""
-        return self.wandb_run is not None and step > self._wandb_after
+        return self.wandb_run is not None and (self._wandb_after is None or step > self._wandb_after)
 
     def print(self, *args: Any) -> None:
         if self.active:

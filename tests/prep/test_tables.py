@@ -53,7 +53,6 @@ def test_docs_header_step_makes_the_cc3m_tsv_readable_by_column_name(tmp_path):
     docs = (REPO / "docs" / "data.md").read_text()
     step = re.search(r"^sed -i '1s/\^/caption\\turl\\n/' cc3m\.tsv$", docs, re.MULTILINE)
     assert step is not None and "img2dataset --url_list cc3m.tsv" in docs
-    assert step.group(0) in (REPO / "README.md").read_text()  # README gives the same step
     if shutil.which("sed") is None:
         pytest.skip("no sed on this machine")
     conceptual_captions_tsv(tmp_path / "cc3m.tsv", CC_ROWS)

@@ -36,7 +36,9 @@ LOGGED = {
     "trainer.activation_checkpointing": True, "trainer.log_every": 5, "trainer.val_every": 3,
     "trainer.val_batches": 1, "trainer.num_sample_captions": 0, "trainer.ckpt_every": 2, "trainer.keep_last": 2,
     "trainer.max_nonfinite": 3, "trainer.threads": 1, "trainer.peak_tflops": 100.0, "trainer.strategy": "fsdp",
-    "trainer.fsdp_cpu_offload": True, "trainer.preempt_signals": ["SIGTERM"],
+    "trainer.fsdp_cpu_offload": True, "trainer.preempt_signals": ["SIGTERM"], "trainer.dist_timeout_s": 60.0,
+    "trainer.preempt_check_every": 5,
+    "trainer.fused_optimizer": True,  # the checkpoint's optimizer state (its param groups' `fused`) wins on resume
     "logger.backend": "wandb", "logger.project": "p", "logger.entity": "e", "logger.name": "n",
     "logger.tags": ["t"], "logger.mode": "offline",
     "init_from": "/some/export", "name": "renamed",
