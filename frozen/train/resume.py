@@ -38,6 +38,11 @@ _DATA_ORDER_KEYS = (
     ("data", "num_workers"),
     ("data", "per_image_caption"),
     ("data", "max_length"),
+    # the interleaved layouts (frozen.data.interleave) change what each caption is predicted from
+    ("data", "interleave"),
+    ("data", "interleave_separator"),
+    ("data", "lead_text"),
+    ("data", "text_before_image"),
     ("trainer", "batch_size"),
     ("per_gpu_batchsize",),
     ("num_gpus",),
