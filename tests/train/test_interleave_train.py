@@ -77,7 +77,7 @@ def test_preflight_refuses_interleaving_with_an_lm_that_cannot_take_slots_in_a_r
                                                                                     tiny_lm_dirs):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.structured(_cfg(tmp_path, interleave_data, tiny_lm_dirs["opt"]))
+    cfg = OmegaConf.structured(_cfg(tmp_path, interleave_data, tiny_lm_dirs["opt"], val_shards=None))
     with pytest.raises(PreflightError) as err:
         check_train(cfg)
     assert err.value.problems == [
