@@ -1,5 +1,7 @@
 """What ``make demo`` (scripts/demo.py) reports: its two models, where each training seed's runs live,
 the merged rows of both models' evaluations, the summary table (console and Markdown) and the figure (fewshot.png).
+The position check (``text_first``, :mod:`frozen.eval.position`) is each model's own row, with the position gap
+(image first minus text first, 0-shot VQA) as a derived line of the table.
 
 Text-only rows are computed once per seed: without an image, both models are the same frozen LM on the same
 text, so their text-only numbers are identical by construction (and identical across training seeds).
@@ -9,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frozen.core.results import RESULTS_NAME, console_table, group_by_setting, markdown_table, read_rows
+import yaml
+
+from frozen.core.results import RESULTS_NAME, console_table, markdown_table, read_rows, setting_label
 from frozen.eval.plots import draw, panels
+from frozen.eval.position import GAP_LABEL, GAP_METRIC, TEXT_FIRST, gap_text, position_gaps
 from frozen.eval.stats import chance, is_proportion, two_proportion_p
 
 MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa", "frozen_interleaved": "demo_frozen_interleaved"}
@@ -26,6 +31,14 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 def is_text_only(condition: str) -> bool:
     return condition == TEXT_ONLY
+
+
+def later_model_conditions(preset: Path) -> list[str]:
+    """Hydra overrides for every model after the first: each task of the eval preset (conf/eval/demo.yaml)
+    with its conditions less ``no_image`` (computed once, with the first model); ``text_first`` stays."""
+    tasks = yaml.safe_load(Path(preset).read_text())["tasks"]
+    return [f"eval.tasks.{name}.conditions=[{','.join(c for c in task['conditions'] if not is_text_only(c))}]"
+            for name, task in tasks.items()]
 
 
 def merged_rows(out: Path) -> list[dict]:
@@ -66,10 +79,22 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
     A cell is ``mean ± std over training seeds`` (one seed: ``± std over evaluation trials``) and, for
     accuracy cells, its Wilson 95% interval; ``*`` marks a cell that differs from the no-image cell and
     ``°`` one that differs from chance (two-sided z-test, p < 0.05; frozen.eval.stats).
+
+    A condition other than the image and text-only ones (``text_first``) gets its own line, ``0-shot text_first``,
+    marked against the same no-image cell; after the 0-shot ``text_first`` line of ``vqa_accuracy``, the position
+    gap per model (:func:`frozen.eval.position.position_gaps`).
     """
     spread = f"± std over {num_seeds} training seeds" if num_seeds > 1 else "± std over evaluation trials"
-    caption = f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05)"
-    keyed = group_by_setting(rows, lambda r: TEXT_ONLY if is_text_only(r["condition"]) else r["model"])
+    caption = (f"mean {spread}; [Wilson 95% interval]; * differs from no_image, ° differs from chance (p < 0.05); "
+               "position gap: image-first minus text-first accuracy [Newcombe 95% interval]"
+               + ("; seeds: the gap per training seed" if num_seeds > 1 else ""))
+    keyed: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for r in rows:  # (task, metric, setting [+ condition]) -> {model or no_image: row}
+        where = setting_label(r) + ("" if r["condition"] == "image" or is_text_only(r["condition"])
+                                    else f" {r['condition']}")
+        keyed.setdefault((r["task"], r["metric"], where), {})[TEXT_ONLY if is_text_only(r["condition"])
+                                                             else r["model"]] = r
+    gaps = position_gaps(rows, lambda r: r["model"])
 
     def cell(r, base, level):
         if r is None or r["mean"] is None:  # no row, or every item skipped (the row's "skipped" says why)
@@ -89,8 +114,9 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
 
     lines = []
     for (task, metric, where), by in keyed.items():
-        level = chance(next(iter(by.values())))
-        base = by.get(TEXT_ONLY)
+        first = next(iter(by.values()))
+        level = chance(first)
+        base = keyed.get((task, metric, setting_label(first)), {}).get(TEXT_ONLY)  # text_first: the plain setting's
         lines.append(
             [
                 task,
@@ -101,6 +127,8 @@ def summary_cells(rows: list[dict], num_seeds: int) -> tuple[list[list[str]], st
                 "-" if level is None else f"{level:.3f}",
             ]
         )
+        if metric == GAP_METRIC and where == f"0-shot {TEXT_FIRST}":
+            lines.append([task, GAP_LABEL, "0-shot", *(gap_text(gaps.get((task, m))) for m in MODELS), "-", "-"])
     return lines, caption
 
 

@@ -6,7 +6,8 @@
    experiment presets (a finished run in outputs/demo/<model> is resumed, i.e. not retrained:
    delete it to train again),
 3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
-   2-way fast binding, each beside its text-only (no_image) baseline,
+   2-way fast binding, each beside its text-only (no_image) baseline, and the position check
+   (0-shot VQA with a neutral line of text before the image: `text_first`),
 4. write outputs/demo/results.json, outputs/demo/fewshot.png (both models per task), outputs/demo/samples.png
    and print one table + the timings.
 
@@ -132,9 +133,9 @@ def train_and_evaluate(
         if args.max_examples:
             overrides.append(f"max_examples={args.max_examples}")
         if i > 0:  # text-only rows do not depend on the model: computed once, with the first
-            overrides += [
-                f"eval.tasks.{t}.conditions=[image]" for t in ("easyvqa_caption", "easyvqa_vqa", "easyvqa_binding")
-            ]
+            from frozen.demo import later_model_conditions  # the preset's other conditions (text_first stays)
+
+            overrides += later_model_conditions(REPO / "conf" / "eval" / "demo.yaml")
         run([py, "evaluate.py", *overrides], f"evaluate {model}{tag}", timings)
     return merged_rows(out)
 

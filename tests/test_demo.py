@@ -66,3 +66,44 @@ def test_cells_without_a_mean_show_a_dash(tmp_path):
         per_seed.append(demo.merged_rows(out))
     md = demo.summary_markdown(aggregate_seeds(per_seed), num_seeds=2).splitlines()
     assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.600 ± 0.000 [0.53, 0.67] | - | - | - | - |"
+
+
+def test_position_check_rows_and_gap_in_table_figure_and_preset(tmp_path):
+    """text_first is each model's own line (not overwriting its image cell), followed by the position gap per model
+    with its interval and per-seed values; the figure draws it; make demo's preset runs it for every model."""
+    from pathlib import Path
+
+    from frozen.eval.plots import panels
+    from frozen.eval.stats import difference_interval
+
+    per_seed = []
+    for seed, (a, b) in enumerate([(0.66, 0.34), (0.70, 0.30)]):
+        out = demo.seed_dir(tmp_path, seed)
+        _write(out, "frozen", [_vqa("image", a), _vqa("no_image", 0.14), _vqa("text_first", b)])
+        _write(out, "frozen_vqa", [_vqa("image", 0.80), _vqa("text_first", 0.78)])
+        _write(out, "frozen_interleaved", [_vqa("image", 0.80), _vqa("text_first", 0.80)])
+        per_seed.append(demo.merged_rows(out))
+    rows = aggregate_seeds(per_seed)
+    md = demo.summary_markdown(rows, num_seeds=2).splitlines()
+    assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.680 ± 0.028 [0.61, 0.74]* | 0.800 ± 0.000 [0.74, 0.85]* | " \
+        "0.800 ± 0.000 [0.74, 0.85]* | 0.140 ± 0.000 [0.10, 0.19] | - |"
+    assert md[3] == "| vqa | vqa_accuracy | 0-shot text_first | 0.320 ± 0.028 [0.26, 0.39]* | " \
+        "0.780 ± 0.000 [0.72, 0.83]* | 0.800 ± 0.000 [0.74, 0.85]* | 0.140 ± 0.000 [0.10, 0.19] | - |"
+    lo, hi = difference_interval(0.68, 200, 0.32, 200)
+    lo2, hi2 = difference_interval(0.80, 200, 0.78, 200)
+    lo3, hi3 = difference_interval(0.80, 200, 0.80, 200)
+    assert md[4] == (f"| vqa | position gap (image − text_first) | 0-shot | 0.360 [{lo:.2f}, {hi:.2f}]; seeds "
+                     f"0.32, 0.40 | 0.020 [{lo2:.2f}, {hi2:.2f}]; seeds 0.02, 0.02 | 0.000 [{lo3:.2f}, {hi3:.2f}]; "
+                     "seeds 0.00, 0.00 | - | - |")
+    assert len(md) == 7 and "position gap: image-first minus text-first" in md[-1]
+    console = Console(width=250, record=True)
+    console.print(demo.summary_table(rows, num_seeds=2))
+    text = console.export_text()
+    assert "0-shot text_first" in text and "position gap (image − text_first)" in text and "0.360 [" in text
+    (vqa,) = panels(rows, demo.figure_series)
+    assert [(p.x, round(p.y, 6)) for p in vqa.series["frozen (text_first)"]] == [(0, 0.32)]
+    assert [(p.x, round(p.y, 6)) for p in vqa.series["frozen"]] == [(0, 0.68)]
+    preset = Path(demo.__file__).resolve().parents[1] / "conf" / "eval" / "demo.yaml"
+    assert demo.later_model_conditions(preset) == [
+        "eval.tasks.easyvqa_caption.conditions=[image]", "eval.tasks.easyvqa_vqa.conditions=[image,text_first]",
+        "eval.tasks.easyvqa_binding.conditions=[image]"]

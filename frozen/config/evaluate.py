@@ -22,10 +22,12 @@ from frozen.config.checks import DEVICES, failed, one_of, prefixed, raise_proble
 from frozen.config.train import LoggerConfig
 from frozen.errors import FrozenConfigError
 
-EVAL_CONDITIONS: tuple[str, ...] = ("image", "no_image", "black_images", "text_demos")
+EVAL_CONDITIONS: tuple[str, ...] = ("image", "no_image", "black_images", "text_demos", "text_first")
 """``image``: every image; ``no_image``: text only, no image or marker anywhere (the bare LM);
 ``black_images``: every image replaced by zeros, its prefix tokens kept (how the paper evaluates
-its train-blind model); ``text_demos``: demonstrations without their images, the query with its own."""
+its train-blind model); ``text_demos``: demonstrations without their images, the query with its own;
+``text_first``: the position check, VQA tasks at 0 shots only: one fixed neutral line of text, then the
+query's image (``frozen.eval.position``)."""
 
 
 @dataclass
@@ -43,6 +45,12 @@ class EvalTaskBase:
         for c in self.conditions:
             if c not in EVAL_CONDITIONS:
                 raise FrozenConfigError(f"unknown condition {c!r}; use {', '.join(EVAL_CONDITIONS)}")
+        if "text_first" in self.conditions and self.kind != "vqa":  # its line is a VQA instruction
+            raise FrozenConfigError(f"condition text_first is the 0-shot VQA position check; remove it from this "
+                                    f"{self.kind or 'non-vqa'} task's conditions (a vqa task takes it)")
+        if "text_first" in self.conditions and 0 not in getattr(self, "shots", [0]):
+            raise FrozenConfigError(f"condition text_first runs at 0 shots only, and shots={self.shots}; add 0 to "
+                                    "shots or remove text_first from conditions")
 
 
 @dataclass

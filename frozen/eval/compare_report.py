@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from frozen.core.results import markdown_table
 from frozen.eval.compare import Run, interval, load_runs, varying
+from frozen.eval.position import GAP_NAME, gap_text, position_gaps
 from frozen.eval.protocol import NOT_RECORDED
 from frozen.eval.store import write_all
 
@@ -77,7 +78,8 @@ def cell_text(row: dict | None) -> str:
 
 def results_lines(runs: Sequence[Run]) -> list[list[str]]:
     """One line per cell (task, condition, setting, metric) in order of appearance, one column per run; the
-    task reads ``task ⚠`` when runs measured it with different protocols."""
+    task reads ``task ⚠`` when runs measured it with different protocols. Last, a ``position gap`` line per
+    task that ran the position check (:func:`frozen.eval.position.position_gaps`)."""
     groups = protocol_groups(runs)
     cells = [run.cells() for run in runs]
     keys = list(dict.fromkeys(k for c in cells for k in c))
@@ -88,6 +90,10 @@ def results_lines(runs: Sequence[Run]) -> list[list[str]]:
         texts = [cell_text(c.get(key)) + (f" ({_letter(by_run[r.label])})" if differs and key in c else "")
                  for r, c in zip(runs, cells)]
         lines.append([key[0] + (f" {FLAG}" if differs else ""), *key[1:], *texts])
+    gaps = [position_gaps(run.rows) for run in runs]  # derived: image minus text_first, 0-shot VQA accuracy
+    for task in dict.fromkeys(task for g in gaps for task, _ in g):
+        lines.append([task, "image − text_first", "0-shot", GAP_NAME,
+                      *(gap_text(g[task, ""]) if (task, "") in g else "–" for g in gaps)])
     return lines
 
 

@@ -22,6 +22,7 @@ from frozen.eval.context import EvalContext
 from frozen.eval.episodes import task_induction_text
 from frozen.eval.fewshot import run_episodes
 from frozen.eval.plots import write_fewshot
+from frozen.eval.position import POSITION_LINE, TEXT_FIRST
 from frozen.eval.protocol import protocols
 from frozen.eval.store import write_results
 from frozen.eval.vqa import run_vqa
@@ -39,10 +40,12 @@ def trained_blind(export: Path) -> bool:
 
 
 def for_blind_model(tasks: dict[str, EvalTaskConfig]) -> dict[str, EvalTaskConfig]:
-    """The tasks with each ``image`` condition run as ``black_images`` (kept once, in place)."""
+    """The tasks with each ``image`` condition run as ``black_images`` (kept once, in place); ``text_first``
+    left out: the position check compares real images at two positions, and this model reads none."""
     out = {}
     for name, task in tasks.items():
-        conditions = list(dict.fromkeys("black_images" if c == "image" else c for c in task.conditions))
+        conditions = list(dict.fromkeys("black_images" if c == "image" else c for c in task.conditions
+                                        if c != TEXT_FIRST))
         out[name] = dataclasses.replace(task, conditions=conditions)
     return out
 
@@ -50,7 +53,8 @@ def for_blind_model(tasks: dict[str, EvalTaskConfig]) -> dict[str, EvalTaskConfi
 def templates(task: EvalTaskConfig) -> dict[str, Any]:
     """The prompt strings a task used, reported in results.json beside the scores."""
     if isinstance(task, VqaTaskConfig):
-        return {"query": task.prompt, "demo_answer": task.demo_answer, "separator": task.separator}
+        lead = {"text_first_line": POSITION_LINE} if TEXT_FIRST in task.conditions else {}
+        return {"query": task.prompt, "demo_answer": task.demo_answer, "separator": task.separator} | lead
     if task.kind == "caption":
         return {"caption_prompt": task.caption_prompt}
     return {"query": task.question_template, "naming_question": task.naming_question,

@@ -109,3 +109,17 @@ def aggregate_seeds(
             row["ci95"] = list(wilson_interval(mean, int(row["num_examples"])))
         out.append(row)
     return out
+
+
+def difference_interval(p1: float, n1: int, p2: float, n2: int) -> tuple[float, float]:
+    """95% interval of ``p1 - p2`` (proportions on ``n1`` and ``n2`` examples): Newcombe's hybrid score
+    interval, built from each proportion's :func:`wilson_interval` (stays inside [-1, 1], not degenerate
+    at 0 or 1). It treats the two as independent samples; for two conditions scored on the same questions
+    (positively correlated) it is conservative: wider than a paired interval would be.
+    """
+    lo1, hi1 = wilson_interval(p1, n1)
+    lo2, hi2 = wilson_interval(p2, n2)
+    diff = p1 - p2
+    low = diff - math.sqrt((p1 - lo1) ** 2 + (hi2 - p2) ** 2)
+    high = diff + math.sqrt((hi1 - p1) ** 2 + (p2 - lo2) ** 2)
+    return max(-1.0, low), min(1.0, high)

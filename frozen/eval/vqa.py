@@ -3,8 +3,10 @@ greedy answers, the official VQA accuracy per setting and answer type.
 
 Conditions (``frozen.config.EVAL_CONDITIONS``): ``image`` (every image present), ``no_image`` (no
 image and no ``<image>`` marker: what the bare LM guesses from text), ``black_images`` (``image``
-with black pixels, :func:`frozen.eval.answer.black_out`) and ``text_demos`` (demonstrations without
-their images, the query with its image). Rows: ``shots`` and, with demonstrations, ``demo_pool_size``.
+with black pixels, :func:`frozen.eval.answer.black_out`), ``text_demos`` (demonstrations without
+their images, the query with its image) and ``text_first`` (the position check, run at 0 shots only:
+:data:`frozen.eval.position.POSITION_LINE` right before the query's image). Rows: ``shots`` and, with
+demonstrations, ``demo_pool_size``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from frozen.errors import DataError
 from frozen.eval.answer import Query, skip_text
 from frozen.eval.context import EvalContext
 from frozen.eval.metrics import vqa_accuracy
+from frozen.eval.position import GAP_LABEL, POSITION_LINE, TEXT_FIRST, gap_text, position_gaps
 from frozen.model.prompts import IMAGE_MARKER, query_rng, render, sample_shots
 
 
@@ -83,9 +86,12 @@ def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: VqaTaskConfig
     """``[<image>]Q: .. A: answer \\n ... [<image>]Q: {question} A:`` per item, demos seeded per query.
 
     ``black_images`` is built as ``image`` here; :func:`frozen.eval.answer.black_out` then replaces the pixels.
+    ``text_first`` is ``image`` with :data:`~frozen.eval.position.POSITION_LINE` right before the query's
+    ``<image>`` (at 0 shots: the prompt's first line); demonstrations as under ``image``.
     ``meta["demo_keys"]`` lists the demonstrations used (provenance; never the query's own image).
     """
-    with_images = condition in ("image", "black_images")
+    with_images = condition in ("image", "black_images", TEXT_FIRST)
+    lead = POSITION_LINE if condition == TEXT_FIRST else ""  # text before the query's image
     for ex in items:
         parts, images, demo_keys = [], [], []
         if shots:
@@ -104,7 +110,7 @@ def vqa_queries(items: Sequence[Any], pool: DemoPool | None, task: VqaTaskConfig
         if condition == "no_image":
             parts.append(question)
         else:
-            parts.append(IMAGE_MARKER + question)
+            parts.append(lead + IMAGE_MARKER + question)
             images.append(ex.image)
         meta = {k: ex.meta.get(k) for k in ("question", "answer_type", "question_type", "question_id", "image_id")}
         meta["demo_keys"] = demo_keys
@@ -136,6 +142,8 @@ def run_vqa(name: str, task: VqaTaskConfig, ctx: EvalContext) -> None:
     for shots, condition in itertools.product(task.shots, task.conditions):
         if condition == "text_demos" and shots == 0:
             continue  # identical to "image" without demonstrations
+        if condition == TEXT_FIRST and shots > 0:
+            continue  # the position check is 0-shot: with demonstrations the query image already follows text
         settings = {"shots": shots}
         extra = {"demo_pool_size": len(pool)} if shots > 0 else {}  # the pool the demonstrations came from
         overall, by_type, type_n, n, skipped = [], {}, {}, 0, {}
@@ -168,6 +176,8 @@ def run_vqa(name: str, task: VqaTaskConfig, ctx: EvalContext) -> None:
             ctx.store.add_row(name, "vqa_accuracy", condition, overall, n, settings, skipped, **extra)
             for t, values in by_type.items():
                 ctx.store.add_row(name, f"vqa_accuracy[{t}]", condition, values, type_n[t], settings, **extra)
+    for gap in position_gaps([r for r in ctx.store.rows if r["task"] == name]).values():
+        ctx.log(f"{name}: {GAP_LABEL} at 0 shots: {gap_text(gap)} (95% interval)")
     if not scored:
         ctx.store.notes.append(f"{name}: no score rows: its {total} questions have no answers (a test split); "
                                f"predictions in the official server format are in submissions/{name}-*.json")

@@ -168,7 +168,9 @@ def model_card(
             "## Results of the last evaluation",
             "",
             "`no_image` sends no image anywhere: what the LM guesses from the text alone; `black_images` keeps the "
-            "prefix of an all-black image (the train-blind baseline)."
+            "prefix of an all-black image (the train-blind baseline); `text_first` asks the 0-shot questions with "
+            "one neutral line of text before the image (the position check: image first minus text first is the "
+            "accuracy lost when the image does not start the prompt)."
             + (f" From `{source}`." if source else ""),
             "",
             condition_table(rows),

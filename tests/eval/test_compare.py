@@ -253,3 +253,25 @@ def test_runs_with_the_same_folder_name_are_told_apart(tmp_path):
         (sweep / "0_lr=1" / "results.json").write_text(results)
     labels = [run.label for run in load_runs(folders + [folders[2]])]
     assert labels == ["base/…/frozen", "after/…/frozen", "frozen_vqa(3)", "A#0", "B#0", "frozen_vqa(6)"]
+
+
+def test_the_position_check_and_its_gap_are_compared(tmp_path):
+    """text_first rows are their own cells; a derived `position gap` line per task, its interval, – without one."""
+    from frozen.eval.stats import difference_interval
+
+    def row(condition, mean, shots=0):
+        return {"task": "vqa", "metric": "vqa_accuracy", "shots": shots, "condition": condition, "mean": mean,
+                "stddev": 0.0, "num_examples": 80, "num_trials": 1}
+
+    runs = {"base": [row("image", 0.66), row("text_first", 0.34), row("image", 0.42, shots=4)],
+            "interleaved": [row("image", 0.80), row("text_first", 0.78)], "old": [row("image", 0.5)]}
+    for name, rows in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"rows": rows}))
+    done = compare([tmp_path / name for name in runs], tmp_path / "out")
+    text = done["markdown"].read_text()
+    assert f"| vqa | text_first | 0-shot | vqa_accuracy | {cell(row('text_first', 0.34))} | " \
+        f"{cell(row('text_first', 0.78))} | – |" in text
+    (lo, hi), (lo2, hi2) = difference_interval(0.66, 80, 0.34, 80), difference_interval(0.80, 80, 0.78, 80)
+    assert f"| vqa | image − text_first | 0-shot | position gap | 0.320 [{lo:.2f}, {hi:.2f}] | " \
+        f"0.020 [{lo2:.2f}, {hi2:.2f}] | – |" in text

@@ -243,3 +243,61 @@ def test_shared_support_groups_answer_like_separate_prompts(export_dir, tmp_path
                                stop_strings=["\n"])
         got = {p["id"]: p["raw"] for p in preds if p["condition"] == condition and p["task_induction"]}
         assert got == {q.id: text for q, text in zip(queries, alone)}
+
+
+def test_text_first_puts_the_neutral_line_before_the_query_image(caption_data):
+    """The position check's layout: the neutral line, the query's <image>, the query prompt; the rest as `image`."""
+    from frozen.eval.position import POSITION_LINE
+
+    items = _items(caption_data)[:3]
+    pool = DemoPool(_items(caption_data, "vqa/vqa-train-*.tar"))
+    task = VqaTaskConfig(prompt="Q: {question} A:")
+    zero = list(vqa_queries(items, None, task, shots=0, condition="text_first", seed=0, trial=0))
+    for q, ex in zip(zero, items):
+        assert q.prompt == POSITION_LINE + f"<image>Q: {ex.meta['question']} A:"
+        assert len(q.images) == 1 and torch.equal(q.images[0], ex.image)
+    assert POSITION_LINE == "Answer the question about the picture.\n"
+    # with demonstrations: the same demonstrations (text, images, keys) as `image`; the line sits before the query
+    first = list(vqa_queries(items, pool, task, shots=2, condition="image", seed=0, trial=1))
+    later = list(vqa_queries(items, pool, task, shots=2, condition="text_first", seed=0, trial=1))
+    for a, b in zip(first, later):
+        demos, query = a.prompt.rsplit("\n", 1)
+        assert b.prompt == f"{demos}\n{POSITION_LINE}{query}" and query.startswith("<image>Q: ")
+        assert a.meta["demo_keys"] == b.meta["demo_keys"] and len(b.images) == 3
+        assert all(torch.equal(x, y) for x, y in zip(a.images, b.images))
+
+
+def test_text_first_runs_at_zero_shots_and_is_recorded(export_dir, caption_data, tmp_path, capsys):
+    from frozen.eval.position import POSITION_LINE
+    from frozen.eval.run import evaluate
+
+    vqa = VqaTaskConfig(shards="vqa/vqa-test-*.tar", demo_shards="vqa/vqa-train-*.tar", shots=[0, 2],
+                        conditions=["image", "text_first"], num_trials=1, max_new_tokens=2)
+    rows = evaluate(EvaluateConfig(eval=EvalSuiteConfig(name="tiny", tasks={"vqa": vqa}), load_path=str(export_dir),
+                                   data_root=str(caption_data), run_dir=str(tmp_path), batch_size=8, device="cpu"))
+    results = json.loads((tmp_path / "results.json").read_text())
+    settings = {(r["metric"], r["shots"], r["condition"]) for r in results["rows"]}
+    assert ("vqa_accuracy", 0, "text_first") in settings and ("vqa_accuracy[yes/no]", 0, "text_first") in settings
+    assert not any(s == 2 and c == "text_first" for _, s, c in settings)  # 0 shots only
+    first = next(r for r in rows if (r["metric"], r["condition"]) == ("vqa_accuracy", "text_first"))
+    assert first["num_examples"] == 24 and 0.0 <= first["mean"] <= 1.0
+    assert results["templates"]["vqa"]["text_first_line"] == POSITION_LINE
+    preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    later = [p for p in preds if p["condition"] == "text_first"]
+    assert len(later) == 24 and all(p["prompt"].startswith(POSITION_LINE + "<image>Q: ") for p in later)
+    gap = next(r for r in rows if (r["metric"], r["condition"]) == ("vqa_accuracy", "image"))["mean"] - first["mean"]
+    assert f"vqa: position gap (image − text_first) at 0 shots: {gap:.3f} [" in capsys.readouterr().err
+
+
+def test_text_first_is_refused_where_it_does_not_apply():
+    from frozen.eval.run import for_blind_model
+
+    with pytest.raises(FrozenConfigError, match="text_first is the 0-shot VQA position check; remove it"):
+        CaptionTaskConfig(conditions=["image", "text_first"])
+    with pytest.raises(FrozenConfigError, match="text_first is the 0-shot VQA position check"):
+        BindingTaskConfig(conditions=["text_first"])
+    with pytest.raises(FrozenConfigError, match=r"text_first runs at 0 shots only, and shots=\[1, 4\]; add 0"):
+        VqaTaskConfig(shots=[1, 4], conditions=["image", "text_first"])
+    # a blind model reads no image: its image condition becomes black_images and the position check is left out
+    blind = for_blind_model({"v": VqaTaskConfig(conditions=["image", "no_image", "text_first"])})
+    assert blind["v"].conditions == ["black_images", "no_image"]

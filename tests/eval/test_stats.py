@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from frozen.eval.stats import aggregate_seeds, is_proportion, two_proportion_p, wilson_interval
+from frozen.eval.stats import aggregate_seeds, difference_interval, is_proportion, two_proportion_p, wilson_interval
 
 
 def test_wilson_interval_hand_worked():
@@ -58,3 +58,14 @@ def test_aggregate_seeds_spread_and_interval():
 def test_is_proportion():
     assert is_proportion("vqa_accuracy[yes/no]") and is_proportion("accuracy")
     assert not is_proportion("cider") and not is_proportion("perplexity") and not is_proportion("bleu4")
+
+
+def test_difference_interval_matches_newcombes_worked_examples():
+    """Newcombe (1998), Stat. Med. 17:873, Table II, method 10 (hybrid score): 56/70 - 48/80 and 9/10 - 3/10."""
+    lo, hi = difference_interval(56 / 70, 70, 48 / 80, 80)
+    assert lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+    lo, hi = difference_interval(0.9, 10, 0.3, 10)
+    assert lo == pytest.approx(0.1705, abs=1e-4) and hi == pytest.approx(0.8090, abs=1e-4)
+    assert difference_interval(1.0, 10, 0.0, 10)[1] == 1.0  # clipped to the range of a difference
+    lo, hi = difference_interval(0.3, 80, 0.3, 80)
+    assert lo == pytest.approx(-hi) and lo < 0 < hi  # symmetric around a zero difference
