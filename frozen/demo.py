@@ -18,9 +18,9 @@ from frozen.eval.plots import draw, panels
 from frozen.eval.position import GAP_LABEL, GAP_METRIC, TEXT_FIRST, gap_text, position_gaps
 from frozen.eval.stats import chance, is_proportion, two_proportion_p
 
-MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa", "frozen_interleaved": "demo_frozen_interleaved"}
-# frozen_vqa and frozen_interleaved fine-tune frozen's trained encoder + mapper (the same data, other row layouts)
-INIT_FROM = {"frozen_vqa": "frozen", "frozen_interleaved": "frozen"}
+MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa", "frozen_textmix": "demo_frozen_textmix"}
+# frozen_vqa and frozen_textmix fine-tune frozen's trained encoder + mapper (the same data, other row layouts)
+INIT_FROM = {"frozen_vqa": "frozen", "frozen_textmix": "frozen"}
 TEXT_ONLY = "no_image"  # the text-only LM condition: no image, no prefix anywhere in the prompt
 
 
