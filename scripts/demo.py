@@ -4,8 +4,8 @@
 2. train `frozen` (captions only, from scratch), then `frozen_vqa` (frozen's weights, fine-tuned
    on captions + VQA questions) and `frozen_textmix` (the same, with another example's text-only Q/A line
    before the image in half the rows: docs/fewshot.md) with the regular train.py and the `demo_frozen` /
-   `demo_frozen_vqa` / `demo_frozen_textmix` experiment presets (a finished run in outputs/demo/<model> is resumed, i.e. not retrained:
-   delete it to train again),
+   `demo_frozen_vqa` / `demo_frozen_textmix` experiment presets (a finished run in outputs/demo/<model> is
+   resumed, i.e. not retrained: delete it to train again),
 3. evaluate each with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
    2-way fast binding, each beside its text-only (no_image) baseline, and the position check
    (0-shot VQA with a neutral line of text before the image: `text_first`),
