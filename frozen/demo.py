@@ -18,8 +18,9 @@ from frozen.eval.plots import draw, panels
 from frozen.eval.position import GAP_LABEL, GAP_METRIC, TEXT_FIRST, gap_text, position_gaps
 from frozen.eval.stats import chance, is_proportion, two_proportion_p
 
-MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa"}
-INIT_FROM = {"frozen_vqa": "frozen"}  # frozen_vqa fine-tunes frozen's trained encoder + mapper
+MODELS = {"frozen": "demo_frozen", "frozen_vqa": "demo_frozen_vqa", "frozen_textmix": "demo_frozen_textmix"}
+# frozen_vqa and frozen_textmix fine-tune frozen's trained encoder + mapper (the same data, other row layouts)
+INIT_FROM = {"frozen_vqa": "frozen", "frozen_textmix": "frozen"}
 TEXT_ONLY = "no_image"  # the text-only LM condition: no image, no prefix anywhere in the prompt
 
 
@@ -64,7 +65,7 @@ def demo_figure(rows: list[dict], path: Path, num_seeds: int) -> Path | None:
     """``outputs/demo/fewshot.png``: per task, both models and no_image on the same axes, from the aggregated
     rows (several seeds: mean over training seeds; whiskers: the 95% interval, or ± std over the seeds)."""
     over = f"mean of {num_seeds} training seeds" if num_seeds > 1 else "training seed 0"
-    title = f"make demo: frozen vs frozen_vqa on easy-VQA ({over})"
+    title = f"make demo: {' vs '.join(MODELS)} on easy-VQA ({over})"
     return draw(panels(rows, figure_series, order=[*MODELS, TEXT_ONLY]), path, title=title)
 
 

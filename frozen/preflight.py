@@ -85,12 +85,14 @@ def check_shards(problems: Problems, key: str, spec: Any, data_root: str) -> Non
     problems.run(f"{key}={spec}", resolve_shards, spec if isinstance(spec, str) else list(spec), data_root)
 
 
-def check_lm(problems: Problems, key: str, name: str, packing: bool = False) -> None:
+def check_lm(problems: Problems, key: str, name: str, packing: bool | str = False) -> None:
     """The LM resolves without the network where ``HF_HUB_OFFLINE=1`` (a path-like name: the folder exists);
-    with ``packing``, its config says it can keep packed captions apart (read from config.json, no weights)."""
+    with ``packing``, its config says it can keep packed captions apart (read from config.json, no weights);
+    a string names the data option with prefix slots inside rows that asks (frozen.data.interleave)."""
     from frozen.model.lm import lm_packing_problem, lm_problem
 
-    problem = lm_problem(name) or (lm_packing_problem(name) if packing else None)
+    setting = packing if isinstance(packing, str) else "data.packing=true"
+    problem = lm_problem(name) or (lm_packing_problem(name, setting) if packing else None)
     if problem:
         problems.add(problem, key)
 
@@ -129,7 +131,10 @@ def check_train(cfg: DictConfig) -> None:
     if not _missing_values(cfg, problems):
         problems.extend(train_config_problems(cfg))
         check_vision(problems, cfg.model.vision)
-        check_lm(problems, "lm.name", cfg.lm.name, packing=cfg.data is not None and cfg.data.packing)
+        from frozen.data.interleave import uses_slot_layout
+
+        check_lm(problems, "lm.name", cfg.lm.name,
+                 packing=cfg.data is not None and (cfg.data.packing or uses_slot_layout(cfg.data) or False))
         if cfg.data is not None:
             check_shards(problems, "data.train_shards", cfg.data.train_shards, cfg.data_root)
             if cfg.data.val_shards:

@@ -1,14 +1,15 @@
 """`make demo`: the paper's table in miniature, offline, on a CPU.
 
 1. easy-VQA shards (reused when present),
-2. train `frozen` (captions only, from scratch) and then `frozen_vqa` (frozen's weights, fine-tuned
-   on captions + VQA questions) with the regular train.py and the `demo_frozen` / `demo_frozen_vqa`
-   experiment presets (a finished run in outputs/demo/<model> is resumed, i.e. not retrained:
-   delete it to train again),
-3. evaluate both with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
+2. train `frozen` (captions only, from scratch), then `frozen_vqa` (frozen's weights, fine-tuned
+   on captions + VQA questions) and `frozen_textmix` (the same, with another example's text-only Q/A line
+   before the image in half the rows: docs/fewshot.md) with the regular train.py and the `demo_frozen` /
+   `demo_frozen_vqa` / `demo_frozen_textmix` experiment presets (a finished run in outputs/demo/<model> is
+   resumed, i.e. not retrained: delete it to train again),
+3. evaluate each with the regular evaluate.py (`eval=demo`): captioning, VQA 0/1/4-shot and
    2-way fast binding, each beside its text-only (no_image) baseline, and the position check
    (0-shot VQA with a neutral line of text before the image: `text_first`),
-4. write outputs/demo/results.json, outputs/demo/fewshot.png (both models per task), outputs/demo/samples.png
+4. write outputs/demo/results.json, outputs/demo/fewshot.png (every model per task), outputs/demo/samples.png
    and print one table + the timings.
 
 `--seeds N` (`make demo SEEDS=3`) repeats 2-3 with training seeds 0..N-1 (seed 0 in outputs/demo/<model>,
@@ -85,7 +86,8 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
                 stop_strings=["\n"],
             )
         answers[model] = list(zip(captions, replies))
-    cell_w, img_px, text_h, cols = 300, 128, 140, 4
+    cell_w, img_px, cols = 300, 128, 4
+    text_h = 21 * (2 + 2 * len(MODELS)) + 14  # question, truth, then a caption and an answer per model
     rows = (len(picks) + cols - 1) // cols
     grid = Image.new("RGB", (cell_w * cols, (img_px + text_h) * rows), "white")
     draw = ImageDraw.Draw(grid)
@@ -110,7 +112,7 @@ def samples_grid(out: Path, data_root: Path, num: int = 8) -> Path:
 def train_and_evaluate(
     out: Path, data_root: Path, seed: int, args, extra: list[str], timings: dict[str, float]
 ) -> list[dict]:
-    """Train both models with training seed ``seed`` into ``out``, evaluate them, return the merged rows."""
+    """Train every model with training seed ``seed`` into ``out``, evaluate them, return the merged rows."""
     py = sys.executable
     tag = f" (seed {seed})" if args.seeds > 1 else ""
     for model, preset in MODELS.items():
@@ -149,7 +151,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override the presets' training steps")
     parser.add_argument("--report", action="store_true",
                         help="only re-print the table (and redraw fewshot.png) of an existing results.json")
-    args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to both train.py runs
+    args, extra = parser.parse_known_args()  # extra: Hydra overrides passed to every train.py run
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
     if args.report:

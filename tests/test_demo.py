@@ -34,13 +34,14 @@ def test_seeds_aggregate_and_table(tmp_path):
         _write(out, "frozen", [_vqa("image", a), _vqa("no_image", 0.1), _binding("image", 0.5, True),
                                _binding("no_image", 0.5, True)])
         _write(out, "frozen_vqa", [_vqa("image", b), _binding("image", 0.9, True)])
+        _write(out, "frozen_textmix", [_vqa("image", 0.8), _binding("image", 0.6, True)])
         per_seed.append(demo.merged_rows(out))
     rows = aggregate_seeds(per_seed)
     by = {(r["model"], r["task"], r["condition"]): r for r in rows}
-    assert len(rows) == 8  # 2 models x (vqa, binding) x (image, no_image)
+    assert len(rows) == 12  # 3 models x (vqa, binding) x (image, no_image)
     assert abs(by["frozen", "vqa", "image"]["mean"] - 0.62) < 1e-9
     assert abs(by["frozen_vqa", "vqa", "image"]["seed_std"] - 0.028284) < 1e-6  # sample std of 0.70, 0.74
-    assert by["frozen_vqa", "vqa", "no_image"]["mean"] == 0.1  # copied from frozen's run
+    assert by["frozen_vqa", "vqa", "no_image"]["mean"] == by["frozen_textmix", "vqa", "no_image"]["mean"] == 0.1
     console = Console(width=250, record=True)
     console.print(demo.summary_table(rows, num_seeds=2))
     text = console.export_text()
@@ -49,9 +50,9 @@ def test_seeds_aggregate_and_table(tmp_path):
     assert "0.500 ± 0.000 [0.38, 0.62]" in text  # binding at chance: no marker
     assert "0.900 ± 0.000 [0.80, 0.95]*°" in text  # above no_image and above chance
     md = demo.summary_markdown(rows, num_seeds=2).splitlines()
-    assert md[0] == "| task | metric | setting | frozen | frozen_vqa | no_image | chance |"
+    assert md[0] == "| task | metric | setting | frozen | frozen_vqa | frozen_textmix | no_image | chance |"
     assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.620 ± 0.028 [0.55, 0.68]* | 0.720 ± 0.028 [0.65, 0.78]* | " \
-        "0.100 ± 0.000 [0.07, 0.15] | - |"
+        "0.800 ± 0.000 [0.74, 0.85]* | 0.100 ± 0.000 [0.07, 0.15] | - |"
 
 
 def test_cells_without_a_mean_show_a_dash(tmp_path):
@@ -61,9 +62,10 @@ def test_cells_without_a_mean_show_a_dash(tmp_path):
         out = demo.seed_dir(tmp_path, seed)
         _write(out, "frozen", [_vqa("image", 0.6), _vqa("no_image", None if seed else 0.1)])
         _write(out, "frozen_vqa", [_vqa("image", None)])
+        _write(out, "frozen_textmix", [_vqa("image", None)])
         per_seed.append(demo.merged_rows(out))
     md = demo.summary_markdown(aggregate_seeds(per_seed), num_seeds=2).splitlines()
-    assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.600 ± 0.000 [0.53, 0.67] | - | - | - |"
+    assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.600 ± 0.000 [0.53, 0.67] | - | - | - | - |"
 
 
 def test_position_check_rows_and_gap_in_table_figure_and_preset(tmp_path):
@@ -79,17 +81,20 @@ def test_position_check_rows_and_gap_in_table_figure_and_preset(tmp_path):
         out = demo.seed_dir(tmp_path, seed)
         _write(out, "frozen", [_vqa("image", a), _vqa("no_image", 0.14), _vqa("text_first", b)])
         _write(out, "frozen_vqa", [_vqa("image", 0.80), _vqa("text_first", 0.78)])
+        _write(out, "frozen_textmix", [_vqa("image", 0.80), _vqa("text_first", 0.80)])
         per_seed.append(demo.merged_rows(out))
     rows = aggregate_seeds(per_seed)
     md = demo.summary_markdown(rows, num_seeds=2).splitlines()
     assert md[2] == "| vqa | vqa_accuracy | 0-shot | 0.680 ± 0.028 [0.61, 0.74]* | 0.800 ± 0.000 [0.74, 0.85]* | " \
-        "0.140 ± 0.000 [0.10, 0.19] | - |"
+        "0.800 ± 0.000 [0.74, 0.85]* | 0.140 ± 0.000 [0.10, 0.19] | - |"
     assert md[3] == "| vqa | vqa_accuracy | 0-shot text_first | 0.320 ± 0.028 [0.26, 0.39]* | " \
-        "0.780 ± 0.000 [0.72, 0.83]* | 0.140 ± 0.000 [0.10, 0.19] | - |"
+        "0.780 ± 0.000 [0.72, 0.83]* | 0.800 ± 0.000 [0.74, 0.85]* | 0.140 ± 0.000 [0.10, 0.19] | - |"
     lo, hi = difference_interval(0.68, 200, 0.32, 200)
     lo2, hi2 = difference_interval(0.80, 200, 0.78, 200)
+    lo3, hi3 = difference_interval(0.80, 200, 0.80, 200)
     assert md[4] == (f"| vqa | position gap (image − text_first) | 0-shot | 0.360 [{lo:.2f}, {hi:.2f}]; seeds "
-                     f"0.32, 0.40 | 0.020 [{lo2:.2f}, {hi2:.2f}]; seeds 0.02, 0.02 | - | - |")
+                     f"0.32, 0.40 | 0.020 [{lo2:.2f}, {hi2:.2f}]; seeds 0.02, 0.02 | 0.000 [{lo3:.2f}, {hi3:.2f}]; "
+                     "seeds 0.00, 0.00 | - | - |")
     assert len(md) == 7 and "position gap: image-first minus text-first" in md[-1]
     console = Console(width=250, record=True)
     console.print(demo.summary_table(rows, num_seeds=2))

@@ -60,11 +60,25 @@ class DataConfig(SampleTextConfig):
     # Caption packing: several [k prefix slots][prompt][caption][EOS] segments share rows of up to
     # max_length + k positions, each attending only to itself (frozen.data.packing); the LM computes no padding.
     packing: bool = False
+    # The visual prefix away from position 0 (frozen.data.interleave): several image-text pairs in ONE causal
+    # context per row of up to max_length + k positions; the separator ("" = EOS) ends each pair but a row's last.
+    interleave: bool = False
+    interleave_separator: str = ""
+    lead_text: str = ""  # fixed text before every image's prefix (evaluation must put it there too)
+    text_before_image: float = 0.0  # probability of another example's text-only line before an image
 
     @staticmethod
     def check(c: Any) -> list[str]:
         """One line per bad value (field names relative to the data config)."""
         return failed([
+            (not (c.packing and c.interleave), "packing and interleave are exclusive (packing keeps captions apart, "
+             "interleave joins them): set data.packing=false with data.interleave=true"),
+            (not (c.packing and (c.lead_text or c.text_before_image > 0)),
+             "data.lead_text and data.text_before_image lay out their own rows: set data.packing=false with them"),
+            (0 <= c.text_before_image <= 1,
+             f"text_before_image must be a probability in [0, 1], got {c.text_before_image}"),
+            (c.interleave or not c.interleave_separator,
+             "interleave_separator needs data.interleave=true (it separates the pairs of a row)"),
             one_of("per_image_caption", c.per_image_caption, ("random", "first")),
             (c.num_workers >= 0, f"num_workers must be >= 0, got {c.num_workers}"),
             (c.shuffle_buffer >= 0, f"shuffle_buffer must be >= 0, got {c.shuffle_buffer}"),

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from frozen.config import DataConfig, SampleTextConfig
 from frozen.data.collate import Collator
-from frozen.data.packing import collator_for
+from frozen.data.interleave import train_collator
 from frozen.data.samples import Example, SkipCounter
 from frozen.data.shards import MAKE_SHARDS_HINT, resolve_shards
 from frozen.data.streams import EvalStream, TrainStream, check_rank
@@ -55,7 +55,9 @@ def build_train_loader(cfg: DataConfig, tokenizer: Any, *, data_root: str, image
                        pin_memory: bool = False, num_prefix_tokens: int | None = None) -> ShardLoader:
     """Infinite, deterministic training batches of ``cfg.train_shards`` (under ``data_root``) for this rank.
 
-    ``cfg.packing``: packed batches (:mod:`frozen.data.packing`; needs the model's ``num_prefix_tokens``).
+    ``cfg.packing``: packed batches (:mod:`frozen.data.packing`); ``cfg.interleave``, ``cfg.lead_text``,
+    ``cfg.text_before_image``: prefix slots inside the rows (:mod:`frozen.data.interleave`). Both need the
+    model's ``num_prefix_tokens``.
 
     The batch order is a function of (shards, seed, rank, world_size, cfg.num_workers, batch_size,
     shuffle_buffer). ``skip_batches=N`` resumes exactly at batch N without decoding skipped images.
@@ -65,7 +67,7 @@ def build_train_loader(cfg: DataConfig, tokenizer: Any, *, data_root: str, image
     if batch_size < 1 or skip_batches < 0:
         raise FrozenConfigError(f"batch_size must be >= 1 and skip_batches >= 0, got {batch_size}, {skip_batches}")
     urls = resolve_shards(cfg.train_shards, data_root)
-    collator = collator_for(tokenizer, cfg.max_length, cfg.packing, num_prefix_tokens)
+    collator = train_collator(cfg, tokenizer, num_prefix_tokens)
     stream = TrainStream(urls, cfg, collator, image_size=image_size,
                          batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                          skip_batches=skip_batches)

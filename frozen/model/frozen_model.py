@@ -41,9 +41,10 @@ class FrozenModel(nn.Module):
     """Vision backbone -> prefix mapper -> frozen LM. See the README for usage."""
 
     def __init__(self, model_cfg: ModelConfig | None = None, lm_cfg: LMConfig | None = None, lm_on_meta: bool = False,
-                 packing: bool = False):
+                 packing: bool | str = False):
         """``lm_on_meta``: the LM's architecture without weights (``trainer.strategy=fsdp``, ranks > 0).
-        ``packing``: refuse before loading an LM that cannot be trained on packed batches."""
+        ``packing``: refuse before loading an LM that cannot be trained on packed batches (a string: the data
+        option with prefix slots inside rows that asks, :mod:`frozen.data.interleave`)."""
         super().__init__()
         self.model_cfg = model_cfg = model_cfg or ModelConfig()
         self.lm_cfg = lm_cfg = lm_cfg or LMConfig()

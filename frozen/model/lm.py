@@ -244,24 +244,29 @@ PACKING_LM_TYPES = ("gpt2", "llama", "qwen2")
 PACKING_ATTENTION = ("eager", "sdpa", "flex_attention")
 
 
-def packing_problem(model_type: str | None, attn_implementation: str | None) -> str | None:
+def packing_problem(model_type: str | None, attn_implementation: str | None,
+                    setting: str = "data.packing=true") -> str | None:
     """One line if an LM of ``model_type`` with ``attn_implementation`` (None: not chosen yet, transformers
-    picks sdpa) cannot keep the segments of a packed row apart; None if it can."""
+    picks sdpa) cannot keep the segments of a packed row apart; None if it can. ``setting`` names the data
+    option that asked (packing, or an interleaved layout of :mod:`frozen.data.interleave`, which passes the
+    LM the same ``position_ids`` and prefix slots)."""
+    what = "keep packed captions apart" if setting == "data.packing=true" else "take prefix slots inside a row"
+    off = f"set {setting.split('=')[0]}={'false' if '=' in setting else 'to its default'}"
     if model_type not in PACKING_LM_TYPES:
         supported = ", ".join(PACKING_LM_TYPES)
-        return (f"data.packing=true: the {model_type!r} LM cannot keep packed captions apart (its attention "
-                f"mask ignores position_ids); set data.packing=false for it (packing supports {supported})")
+        return (f"{setting}: the {model_type!r} LM cannot {what} (its attention "
+                f"mask ignores position_ids); {off} for it (packing supports {supported})")
     if attn_implementation is not None and attn_implementation not in PACKING_ATTENTION:
-        return (f"data.packing=true: attention implementation {attn_implementation!r} would mix packed captions; "
-                f"load the LM with {', '.join(PACKING_ATTENTION)} or set data.packing=false")
+        return (f"{setting}: attention implementation {attn_implementation!r} would mix packed captions; "
+                f"load the LM with {', '.join(PACKING_ATTENTION)} or {off}")
     return None
 
 
-def lm_packing_problem(name: str) -> str | None:
+def lm_packing_problem(name: str, setting: str = "data.packing=true") -> str | None:
     """:func:`packing_problem` of the LM ``name`` from its ``config.json`` alone (no weights, no transformers);
     None also when the config cannot be read here (:func:`lm_problem` reports that)."""
     if name in PACKAGED_GGUF:
-        return packing_problem(PACKAGED_GGUF[name].model_type, None)
+        return packing_problem(PACKAGED_GGUF[name].model_type, None, setting)
     try:
         path = resolve_lm_path(name)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else _cached_config(name)  # hub id: the cache
@@ -270,12 +275,13 @@ def lm_packing_problem(name: str) -> str | None:
         return None
     if "model_type" not in config:
         return None
-    return packing_problem(config["model_type"], config.get("attn_implementation", config.get("_attn_implementation")))
+    return packing_problem(config["model_type"], config.get("attn_implementation", config.get("_attn_implementation")),
+                           setting)
 
 
 def load_lm(
     name: str, *, dtype: str = "float32", trainable: bool = False, from_scratch: bool = False, on_meta: bool = False,
-    packing: bool = False,
+    packing: bool | str = False,
 ) -> tuple[nn.Module, object]:
     """Load ``(lm, tokenizer)``; freeze the LM unless ``trainable`` (the paper's finetuned ablation).
 
@@ -283,7 +289,7 @@ def load_lm(
     "LM from scratch" ablation; implies trainable). ``on_meta`` builds the architecture on the meta
     device without reading or allocating any weight (FSDP ranks that receive their shards from rank 0).
     ``packing``: refuse, from the LM's config and before any weight loads, an LM that cannot be trained
-    on packed batches (:func:`packing_problem`).
+    on packed batches (:func:`packing_problem`); a string names the data option that lays out such rows.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -292,7 +298,7 @@ def load_lm(
     with quiet_transformers():
         path = resolve_lm_path(name)
     if packing:
-        problem = lm_packing_problem(path)
+        problem = lm_packing_problem(path, packing if isinstance(packing, str) else "data.packing=true")
         if problem:
             raise FrozenConfigError(problem)
     try:

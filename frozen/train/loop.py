@@ -26,6 +26,7 @@ from frozen.config import TrainConfig, accumulation_steps, validate_train_config
 from frozen.core import dist
 from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
+from frozen.data.interleave import uses_slot_layout
 from frozen.data.pipeline import build_train_loader
 from frozen.errors import FrozenError, write_error
 from frozen.model.export import TrainingFacts
@@ -85,7 +86,8 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ model + optimizer
     fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
     # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
-    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=cfg.data.packing)
+    slots = cfg.data.packing or uses_slot_layout(cfg.data) or False  # the LM must take prefix slots inside rows
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=slots)
     model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()

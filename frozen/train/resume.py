@@ -44,6 +44,11 @@ _DATA_ORDER_KEYS = (
     ("data", "vqa_target"),  # and its answer
     ("data", "jpeg_draft"),  # reduced-scale vs full JPEG decode: other pixels
     ("data", "packing"),  # which captions share a row: other batches (and other float sums)
+    # the interleaved layouts (frozen.data.interleave): what each caption is predicted from
+    ("data", "interleave"),  # pairs in one causal context vs one pair per row
+    ("data", "interleave_separator"),  # the text that ends a pair: other targets
+    ("data", "lead_text"),  # a fixed text before every prefix: other positions and context
+    ("data", "text_before_image"),  # another example's line before an image: other context
     ("trainer", "batch_size"),  # samples per step
     ("trainer", "blind"),  # zeroed images: half a run would be neither the ablation nor the model
     ("per_gpu_batchsize",),  # the micro-batch split (accumulation order of the sums)

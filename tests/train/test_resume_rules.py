@@ -24,6 +24,8 @@ REFUSED = {
     "data.num_workers": 2, "data.per_image_caption": "first", "data.max_length": 12,
     "data.caption_template": " A photo of {caption}", "data.vqa_prompt": " Question: {question} Answer:",
     "data.vqa_target": " {answer}.", "data.jpeg_draft": False, "data.packing": True,
+    "data.interleave": True, "data.interleave_separator": "\n", "data.lead_text": "Picture:",
+    "data.text_before_image": 0.5,
     "trainer.batch_size": 4, "trainer.blind": True,
     "per_gpu_batchsize": 4, "num_gpus": 2, "num_nodes": 2, "seed": 1,
 }
