@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from frozen.config import evaluate_config_problems, train_config_problems
+from frozen.config import evaluate_config_problems, train_config_problems, uses_slot_layout
 from frozen.data.shards import resolve_shards
 from frozen.errors import FrozenConfigError, FrozenError
 
@@ -131,8 +131,6 @@ def check_train(cfg: DictConfig) -> None:
     if not _missing_values(cfg, problems):
         problems.extend(train_config_problems(cfg))
         check_vision(problems, cfg.model.vision)
-        from frozen.data.interleave import uses_slot_layout
-
         check_lm(problems, "lm.name", cfg.lm.name,
                  packing=cfg.data is not None and (cfg.data.packing or uses_slot_layout(cfg.data) or False))
         if cfg.data is not None:

@@ -45,6 +45,7 @@ from frozen.config.train import (
     TrainerConfig,
     accumulation_steps,
     train_config_problems,
+    uses_slot_layout,
     validate_train_config,
 )
 
@@ -72,5 +73,5 @@ __all__ = [
     "EvalSuiteConfig", "EvalTaskBase", "EvalTaskConfig", "EvaluateConfig", "LMConfig", "LoggerConfig",
     "ModelConfig", "SampleTextConfig", "TrainConfig", "TrainerConfig", "VqaTaskConfig", "accumulation_steps",
     "eval_task_from_dict", "evaluate_config_problems", "raise_problems", "register_configs",
-    "train_config_problems", "validate_evaluate_config", "validate_train_config",
+    "train_config_problems", "uses_slot_layout", "validate_evaluate_config", "validate_train_config",
 ]

@@ -249,6 +249,18 @@ class TrainConfig:
     name: str = "frozen"
 
 
+def uses_slot_layout(cfg: Any) -> str | None:
+    """The data option of a data config (dataclass or DictConfig) that lays the prefix out in slots
+    (``"data.interleave=true"``, ...), or None."""
+    if cfg.interleave:
+        return "data.interleave=true"
+    if cfg.lead_text:
+        return "data.lead_text"
+    if cfg.text_before_image > 0:
+        return "data.text_before_image"
+    return None
+
+
 def _batch_split_problem(batch: int, per_gpu: int | None, world_size: int) -> tuple[int, str | None]:
     micro = per_gpu or batch // world_size
     if micro < 1 or batch % (micro * world_size):

@@ -35,21 +35,11 @@ from typing import Any, Sequence
 
 import torch
 
+from frozen.config import uses_slot_layout
 from frozen.data.collate import IGNORE_INDEX, Collator, example_fields
 from frozen.data.packing import collator_for, first_fit_decreasing
 from frozen.data.samples import Example
 from frozen.errors import FrozenConfigError
-
-
-def uses_slot_layout(cfg: Any) -> str | None:
-    """The data option (``"data.interleave=true"``, ...) that lays the prefix out in slots, or None."""
-    if cfg.interleave:
-        return "data.interleave=true"
-    if cfg.lead_text:
-        return "data.lead_text"
-    if cfg.text_before_image > 0:
-        return "data.text_before_image"
-    return None
 
 
 class InterleavedCollator(Collator):

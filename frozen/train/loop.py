@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from frozen.config import TrainConfig, accumulation_steps, validate_train_config
+from frozen.config import TrainConfig, accumulation_steps, uses_slot_layout, validate_train_config
 from frozen.core import dist
 from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
-from frozen.data.interleave import uses_slot_layout
 from frozen.data.pipeline import build_train_loader
 from frozen.errors import FrozenError, write_error
 from frozen.model.export import TrainingFacts

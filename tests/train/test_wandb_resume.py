@@ -68,8 +68,9 @@ def test_a_resumed_run_continues_its_wandb_run_and_step_axis(tmp_path, caption_d
 
     wandb.teardown()  # W&B's service process writes .wandb files on its own time: let it finish (process exit does)
     run_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
+    # offline-run-<time>-<id>; W&B appends "-1" to the second folder when both starts fall in the same second.
     folders = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders), folders
+    assert len(folders) == 2 and all(f"-{run_id}" in f.name for f in folders), folders
     (id_a, first), (id_b, second) = [history_steps(f) for f in folders]
     assert id_a == id_b == run_id, "the restart continues the same W&B run"
     assert first == [1, 2, 3, 4, 5]
