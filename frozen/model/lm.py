@@ -251,7 +251,7 @@ def packing_problem(model_type: str | None, attn_implementation: str | None,
     option that asked (packing, or an interleaved layout of :mod:`frozen.data.interleave`, which passes the
     LM the same ``position_ids`` and prefix slots)."""
     what = "keep packed captions apart" if setting == "data.packing=true" else "take prefix slots inside a row"
-    off = f"set {setting.split('=')[0]}={'false' if '=' in setting else 'to its default'}"
+    off = f"set {setting.split('=')[0]}=false" if "=" in setting else f"leave {setting} at its default"
     if model_type not in PACKING_LM_TYPES:
         supported = ", ".join(PACKING_LM_TYPES)
         return (f"{setting}: the {model_type!r} LM cannot {what} (its attention "

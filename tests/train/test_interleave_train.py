@@ -64,6 +64,7 @@ def test_a_resume_that_would_change_the_layout_is_refused(tmp_path, interleave_d
         train(flipped)
 
 
+@pytest.mark.slow  # ~30 s: two spawned gloo ranks
 def test_two_gloo_ranks_train_interleaved_rows(tmp_path, interleave_data, tiny_gpt2):
     from frozen.core import dist
 
