@@ -64,14 +64,22 @@ def test_a_resume_that_would_change_the_layout_is_refused(tmp_path, interleave_d
         train(flipped)
 
 
-@pytest.mark.slow  # ~30 s: two spawned gloo ranks
-def test_two_gloo_ranks_train_interleaved_rows(tmp_path, interleave_data, tiny_gpt2):
+@pytest.mark.slow  # ~60 s: two spawned gloo ranks, twice
+def test_two_gloo_ranks_train_interleaved_rows_under_ddp_and_fsdp(tmp_path, interleave_data, tiny_gpt2):
+    """Each rank lays out its own rows; FSDP (the frozen LM sharded, gathered layer by layer) trains the same
+    rows as DDP to the same weights and losses, up to float summation order."""
     from frozen.core import dist
 
-    two = dataclasses.replace(_cfg(tmp_path, interleave_data, tiny_gpt2), num_gpus=2)
-    two = dataclasses.replace(two, trainer=dataclasses.replace(two.trainer, max_steps=2))
-    dist.spawn(train_in_worker, (two,), num_local=2)
-    assert set(losses(tmp_path)) == {1, 2} and all(math.isfinite(v) for v in losses(tmp_path).values())
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        cfg = dataclasses.replace(_cfg(tmp_path / strategy, interleave_data, tiny_gpt2), num_gpus=2)
+        runs[strategy] = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=2,
+                                                                              strategy=strategy))
+        dist.spawn(train_in_worker, (runs[strategy],), num_local=2)
+    ddp, fsdp = losses(tmp_path / "ddp"), losses(tmp_path / "fsdp")
+    assert set(ddp) == {1, 2} and all(math.isfinite(v) for v in ddp.values())
+    assert fsdp == pytest.approx(ddp, rel=1e-5)
+    assert_same_weights(trained_weights(tmp_path / "ddp"), trained_weights(tmp_path / "fsdp"), rtol=1e-3, atol=2e-5)
 
 
 def test_preflight_refuses_interleaving_with_an_lm_that_cannot_take_slots_in_a_row(tmp_path, interleave_data,
