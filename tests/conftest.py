@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from frozen.core.tiny import save_tiny_lm  # noqa: E402
+from frozen.core.tiny import save_tiny_lm, script_lm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FOLDERS = ("outputs", "multirun", "data")  # ignored by git: listed file by file instead
@@ -74,6 +74,16 @@ def tiny_model(tiny_gpt2):
 
     torch.manual_seed(0)
     return FrozenModel.from_pretrained(str(tiny_gpt2), vision="tiny_cnn", image_size=32)
+
+
+@pytest.fixture
+def scripted(tiny_model, request):
+    """``tiny_model`` (eval mode) whose LM writes the test module's ``TEXT`` after any prompt, in every decoding
+    path (:func:`frozen.core.tiny.script_lm`); the script is removed afterwards."""
+    handles = script_lm(tiny_model.eval(), request.module.TEXT)
+    yield tiny_model
+    for h in handles:
+        h.remove()
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import pytest
 import torch
 
 from frozen.config import VqaTaskConfig
-from frozen.core.tiny import script_lm
 from frozen.eval.answer import TOO_LONG, Answerer, Query, black_out, postprocess, skip_text
 from frozen.model.prompts import Prompt
 
@@ -45,14 +43,6 @@ def test_black_out_replaces_every_image_and_keeps_the_prompts():
     assert [p.texts for p in out[1].parts] == [support.texts, query.texts]
     assert len(out[0].images) == 1 and len(out[1].images) == 2
     assert torch.equal(img, plain.images[0]) and out[0].parts is None  # the inputs are not changed
-
-
-@pytest.fixture
-def scripted(tiny_model):
-    handles = script_lm(tiny_model.eval(), TEXT)
-    yield tiny_model
-    for h in handles:
-        h.remove()
 
 
 def _task(**kw):

@@ -8,10 +8,7 @@ listed first.
 
 from __future__ import annotations
 
-import pytest
 import torch
-
-from frozen.core.tiny import script_lm
 
 TEXT = "red. blue\nQ"
 STOPS = ["\n", "."]  # "\n" first: the earliest stop in the text, ".", must still win
@@ -22,49 +19,41 @@ def _images(n):
     return [torch.rand(3, 32, 32, generator=g) for _ in range(n)]
 
 
-@pytest.fixture
-def model(tiny_model):
-    handles = script_lm(tiny_model.eval(), TEXT)
-    yield tiny_model
-    for h in handles:
-        h.remove()
-
-
-def test_the_script_writes_the_whole_text_without_stops(model):
+def test_the_script_writes_the_whole_text_without_stops(scripted):
     imgs = _images(1)
-    assert model.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12) == [TEXT.strip()]
-    assert model.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12, use_cache=False) == [TEXT]
+    assert scripted.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12) == [TEXT.strip()]
+    assert scripted.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12, use_cache=False) == [TEXT]
 
 
-def test_earliest_stop_in_every_decoding_path(model):
+def test_earliest_stop_in_every_decoding_path(scripted):
     imgs = _images(3)
     prompts = ["<image>Q: what color? A:", "<image>This is a dax.\n<image>Q: and this one, what color is it? A:"]
     images = [imgs[:1], imgs[1:3]]
-    assert model.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=STOPS) == ["red"]  # cached
-    assert model.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=STOPS,
-                          use_cache=False) == ["red"]  # uncached reference
-    assert model.generate(images, prompts, max_new_tokens=12, stop_strings=STOPS, batch_size=2) == ["red", "red"]
-    assert model.generate(images, prompts, max_new_tokens=12, stop_strings=STOPS[::-1], batch_size=2,
-                          use_cache=False) == ["red", "red"]
-    model.lm_calls = 0
-    shared = model.generate_shared([imgs[1]], "<image>This is a dax.\n", [[imgs[2]], [imgs[0]]],
-                                   ["<image>Q: what color? A:", "<image>Q: and this? A:"], max_new_tokens=12,
-                                   stop_strings=STOPS, batch_size=2)
+    assert scripted.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=STOPS) == ["red"]  # cached
+    assert scripted.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=STOPS,
+                             use_cache=False) == ["red"]  # uncached reference
+    assert scripted.generate(images, prompts, max_new_tokens=12, stop_strings=STOPS, batch_size=2) == ["red", "red"]
+    assert scripted.generate(images, prompts, max_new_tokens=12, stop_strings=STOPS[::-1], batch_size=2,
+                             use_cache=False) == ["red", "red"]
+    scripted.lm_calls = 0
+    shared = scripted.generate_shared([imgs[1]], "<image>This is a dax.\n", [[imgs[2]], [imgs[0]]],
+                                      ["<image>Q: what color? A:", "<image>Q: and this? A:"], max_new_tokens=12,
+                                      stop_strings=STOPS, batch_size=2)
     assert shared == ["red", "red"]
     # the support, the queries (first token), then one step per token up to the "." (its last token): the
     # shared cache stops decoding at the first stop too
-    script = model.tokenizer(TEXT, add_special_tokens=False).input_ids
-    to_dot = next(n for n in range(1, len(script) + 1) if "." in model.tokenizer.decode(script[:n]))
-    assert to_dot < len(script) and model.lm_calls == 2 + to_dot - 1
+    script = scripted.tokenizer(TEXT, add_special_tokens=False).input_ids
+    to_dot = next(n for n in range(1, len(script) + 1) if "." in scripted.tokenizer.decode(script[:n]))
+    assert to_dot < len(script) and scripted.lm_calls == 2 + to_dot - 1
     # decoding stops at the first stop string: no token after "." is generated
-    assert model.generate(images[:1], prompts[:1], max_new_tokens=2, stop_strings=STOPS) == ["red"]
-    assert model.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=["\n"]) == ["red. blue"]
+    assert scripted.generate(images[:1], prompts[:1], max_new_tokens=2, stop_strings=STOPS) == ["red"]
+    assert scripted.generate(images[:1], prompts[:1], max_new_tokens=12, stop_strings=["\n"]) == ["red. blue"]
 
 
-def test_a_later_stop_string_that_occurs_first_wins(model):
+def test_a_later_stop_string_that_occurs_first_wins(scripted):
     imgs = _images(1)
     for stops in (["Q", "blue", "."], [". ", "\n"], ["d."]):
-        got = model.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12, stop_strings=stops)
+        got = scripted.generate([imgs], ["<image>Q: what color? A:"], max_new_tokens=12, stop_strings=stops)
         assert got == [TEXT[:min(TEXT.find(s) for s in stops)].strip()], stops
 
 
