@@ -135,6 +135,10 @@ def run(main: Callable[[], Any]) -> Any:
 
     hydra_utils.run_and_report = run_and_report
     try:
-        return main()
+        result = main()
     finally:
         hydra_utils.run_and_report = original
+    dist = sys.modules.get("frozen.core.dist")
+    if dist is not None and dist.joined():  # a rank under torchrun or srun: done, end without finalization
+        dist.exit_process(0)
+    return result

@@ -44,6 +44,7 @@ from frozen.config.train import (
     TrainConfig,
     TrainerConfig,
     accumulation_steps,
+    prefix_in_rows,
     train_config_problems,
     uses_slot_layout,
     validate_train_config,
@@ -73,5 +74,5 @@ __all__ = [
     "EvalSuiteConfig", "EvalTaskBase", "EvalTaskConfig", "EvaluateConfig", "LMConfig", "LoggerConfig",
     "ModelConfig", "SampleTextConfig", "TrainConfig", "TrainerConfig", "VqaTaskConfig", "accumulation_steps",
     "eval_task_from_dict", "evaluate_config_problems", "raise_problems", "register_configs",
-    "train_config_problems", "uses_slot_layout", "validate_evaluate_config", "validate_train_config",
+    "prefix_in_rows", "train_config_problems", "uses_slot_layout", "validate_evaluate_config", "validate_train_config",
 ]

@@ -261,6 +261,12 @@ def uses_slot_layout(cfg: Any) -> str | None:
     return None
 
 
+def prefix_in_rows(cfg: Any) -> bool:
+    """Whether a data config's training rows put prefix slots inside the row (packing or a slot layout),
+    so the LM must be built to take them there (``FrozenModel(..., packing=True)``)."""
+    return bool(cfg.packing or uses_slot_layout(cfg))
+
+
 def _batch_split_problem(batch: int, per_gpu: int | None, world_size: int) -> tuple[int, str | None]:
     micro = per_gpu or batch // world_size
     if micro < 1 or batch % (micro * world_size):

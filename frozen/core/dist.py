@@ -8,6 +8,7 @@ CPU-only machines use the gloo backend, which is how the tests cover DDP.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -71,7 +72,7 @@ def init(requested_device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -
 
     ``timeout_s`` bounds every collective: a rank that stops answering fails the others after that long.
     """
-    global _lost_peer
+    global _lost_peer, _joined
     _lost_peer = False
     if under_slurm() and "RANK" not in os.environ:
         # submitit knows how to read the Slurm (or its local) variables into RANK/WORLD_SIZE/MASTER_*.
@@ -92,6 +93,7 @@ def init(requested_device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -
             world_size=world,
             timeout=timedelta(seconds=timeout_s),
         )
+    _joined = True
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device)
 
 
@@ -101,6 +103,7 @@ class PeerLost(FrozenError):
     exit_code = 69  # sysexits.h EX_UNAVAILABLE: a peer this job needs is gone
 
 
+_joined = False  # set by init() once this process joined a process group: see exit_process()
 _lost_peer = False  # set by lost_peer(): the process group can no longer synchronise, cleanup() must not wait
 
 
@@ -167,6 +170,8 @@ def free_port() -> int:
 
 
 def _worker(local_rank: int, fn: Callable[..., Any], args: tuple, num_local: int, node_rank: int, world: int) -> None:
+    # A worker killed by a fatal signal (SIGSEGV, SIGABRT from C++) prints every thread's Python stack.
+    faulthandler.enable(all_threads=True)
     os.environ.update(
         RANK=str(node_rank * num_local + local_rank),
         LOCAL_RANK=str(local_rank),
@@ -178,10 +183,31 @@ def _worker(local_rank: int, fn: Callable[..., Any], args: tuple, num_local: int
     except Exception as err:
         code = getattr(err, "exit_code", None)  # a preempted run (75): checkpoint written, relaunch to resume
         if code is None:
-            raise
+            raise  # torch's wrapper writes the traceback for the launching process, which reports it
         if local_rank == 0:
             print(f"stopped: {err}", file=sys.stderr, flush=True)
-        sys.exit(code)
+        exit_process(code)
+    exit_process(0)
+
+
+def joined() -> bool:
+    """Whether this process joined a process group (a rank of a distributed run) at some point."""
+    return _joined
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a rank's process now, skipping the interpreter's finalization.
+
+    Called once the work is done: the process group is destroyed and every file is closed. What is left
+    can only fail: a c10d (gloo) thread may still drop the last C++ reference to a tensor that has a
+    Python object; during finalization that thread must take the GIL, Python ends it with
+    ``pthread_exit``, and the unwinding through a ``noexcept`` destructor aborts the process ("terminate
+    called without an active exception", SIGABRT) after its results were written, so the launcher
+    reports a crash. A fork()ed multiprocessing child ends with ``os._exit`` for the same reason.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def spawn(fn: Callable[..., Any], args: tuple, num_local: int, num_nodes: int = 1) -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from frozen.core.files import sha256_of
+from frozen.core.files import fsync_dir, sha256_of
 from frozen.core.results import RESULTS_NAME
 from frozen.errors import write_error
 from frozen.eval.metrics import mean_std
@@ -91,9 +91,10 @@ def write_results(run_dir: str | Path, rows: list[dict[str, Any]], predictions: 
 
 
 def write_all(folder: Path, files: dict[str, str]) -> None:
-    """Write ``{relative path: text}`` under ``folder``: every file to a ``.tmp`` first, then all renamed,
-    so a full disk or read-only folder (one-line :class:`~frozen.errors.WriteError` naming the path and
-    the free space) leaves the files of an earlier run as they were and no ``.tmp`` behind."""
+    """Write ``{relative path: text}`` under ``folder``: every file to a fsync'd ``.tmp`` first, then all
+    renamed and the folders fsync'd (the order :func:`~frozen.core.files.atomic_write` keeps for one
+    file), so a full disk or read-only folder (one-line :class:`~frozen.errors.WriteError` naming the
+    path and the free space) leaves the files of an earlier run as they were and no ``.tmp`` behind."""
     tmps: list[Path] = []
     path = folder
     try:
@@ -102,9 +103,13 @@ def write_all(folder: Path, files: dict[str, str]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmps.append(path.with_name(path.name + ".tmp"))
             tmps[-1].write_text(text)
+            with open(tmps[-1], "rb+") as f:
+                os.fsync(f.fileno())  # on disk before a rename publishes it: a power loss leaves old or new
         for tmp in tmps:
             path = tmp.with_name(tmp.name[: -len(".tmp")])
             os.replace(tmp, path)
+        for parent in dict.fromkeys(tmp.parent for tmp in tmps):
+            fsync_dir(parent)
     except OSError as exc:
         for tmp in tmps:
             try:

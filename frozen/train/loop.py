@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from frozen.config import TrainConfig, accumulation_steps, uses_slot_layout, validate_train_config
+from frozen.config import TrainConfig, accumulation_steps, prefix_in_rows, validate_train_config
 from frozen.core import dist
 from frozen.core.logging import RunLogger
 from frozen.core.precision import autocast_context, resolve_precision
@@ -85,8 +85,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ model + optimizer
     fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
     # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
-    slots = cfg.data.packing or uses_slot_layout(cfg.data) or False  # the LM must take prefix slots inside rows
-    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=slots)
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=prefix_in_rows(cfg.data))
     model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()

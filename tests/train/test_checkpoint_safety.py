@@ -182,3 +182,16 @@ def test_export_files_are_on_disk_before_the_rename(tmp_path, monkeypatch):
         tmp = calls[i][1]
         assert calls[i:i + 3] == [("fsync", tmp), ("replace", tmp, str(tmp_path / name)), ("fsync", str(tmp_path))]
     assert len(calls) == 6
+
+
+def test_evaluation_results_are_on_disk_before_the_renames(tmp_path, monkeypatch):
+    """results.json and predictions.jsonl: both fsync'd before either is renamed, then their folders."""
+    from frozen.eval.store import write_all
+
+    calls = _record_disk_calls(monkeypatch)
+    write_all(tmp_path, {"results.json": "{}\n", "submissions/vqa.json": "[]\n"})
+    results, submission = tmp_path / "results.json", tmp_path / "submissions" / "vqa.json"
+    assert calls == [("fsync", f"{results}.tmp"), ("fsync", f"{submission}.tmp"),
+                     ("replace", f"{results}.tmp", str(results)), ("replace", f"{submission}.tmp", str(submission)),
+                     ("fsync", str(tmp_path)), ("fsync", str(submission.parent))]
+    assert results.read_text() == "{}\n" and submission.read_text() == "[]\n"
