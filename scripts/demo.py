@@ -161,6 +161,7 @@ def main() -> None:
     from frozen.bench.lib import cpu_times, steal_fraction
     from frozen.core.logging import console
     from frozen.eval.stats import aggregate_seeds
+    from frozen.eval.store import write_all
 
     start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
@@ -190,8 +191,9 @@ def main() -> None:
         "machine": machine(),
         "cpu_steal": steal,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(summary_markdown(rows, args.seeds))
+    # fsync'd, then renamed together: a full disk leaves the previous demo's files as they were
+    write_all(out, {"results.json": json.dumps(results, indent=2) + "\n",
+                    "results.md": summary_markdown(rows, args.seeds)})
     figure = demo_figure(rows, out / "fewshot.png", args.seeds)
     console.print(summary_table(rows, args.seeds))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {figure} and {grid}")
@@ -214,7 +216,9 @@ def report(out: Path) -> None:
         raise SystemExit(f"{path} does not exist: run `make demo` first")
     results = json.loads(path.read_text())
     num_seeds = len(results.get("seeds", [0]))
-    (out / "results.md").write_text(summary_markdown(results["rows"], num_seeds))
+    from frozen.eval.store import write_all
+
+    write_all(out, {"results.md": summary_markdown(results["rows"], num_seeds)})
     figure = demo_figure(results["rows"], out / "fewshot.png", num_seeds)
     console.print(summary_table(results["rows"], num_seeds))
     console.print(f"machine: {results.get('machine')}; wrote {out / 'results.md'} and {figure}")
