@@ -136,9 +136,18 @@ def run(main: Callable[[], Any]) -> Any:
     hydra_utils.run_and_report = run_and_report
     try:
         result = main()
+    except SystemExit as stop:  # a preempted (75) or lost-peer (69) rank, a user error (2)
+        _end_rank(stop.code if isinstance(stop.code, int) else None)
+        raise
     finally:
         hydra_utils.run_and_report = original
-    dist = sys.modules.get("frozen.core.dist")
-    if dist is not None and dist.joined():  # a rank under torchrun or srun: done, end without finalization
-        dist.exit_process(0)
+    _end_rank(0)
     return result
+
+
+def _end_rank(code: int | None) -> None:
+    """A rank under torchrun or srun that is done ends with ``code`` and without the interpreter's
+    finalization, which a late gloo thread can abort (:func:`frozen.core.dist.exit_process`)."""
+    dist = sys.modules.get("frozen.core.dist")
+    if code is not None and dist is not None and dist.joined():
+        dist.exit_process(code)

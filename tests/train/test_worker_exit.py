@@ -40,7 +40,7 @@ def test_a_preempted_rank_whose_finalization_would_abort_ends_with_75():
     assert stop.value.code == 75
 
 
-def test_a_rank_launched_by_torchrun_ends_without_finalization_after_main(monkeypatch):
+def test_a_rank_launched_by_torchrun_ends_without_finalization_with_its_status(monkeypatch):
     from frozen import cli
 
     ended: list[int] = []
@@ -51,5 +51,15 @@ def test_a_rank_launched_by_torchrun_ends_without_finalization_after_main(monkey
     monkeypatch.setattr(dist, "exit_process", record)
     monkeypatch.setattr(dist, "_joined", True)
     assert cli.run(lambda: 1.5) == 1.5 and ended == [0]
+
+    def preempted() -> None:
+        raise SystemExit(75)
+
+    with pytest.raises(SystemExit):  # exit_process is recorded here instead of ending the test process
+        cli.run(preempted)
+    assert ended == [0, 75]
     monkeypatch.setattr(dist, "_joined", False)
-    assert cli.run(lambda: 2.5) == 2.5 and ended == [0], "a single-process run ends as Python does"
+    assert cli.run(lambda: 2.5) == 2.5 and ended == [0, 75], "a single-process run ends as Python does"
+    with pytest.raises(SystemExit):
+        cli.run(preempted)
+    assert ended == [0, 75]
