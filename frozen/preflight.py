@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from frozen.config import evaluate_config_problems, train_config_problems, uses_slot_layout
+from frozen.config import evaluate_config_problems, prefix_in_rows, train_config_problems
 from frozen.data.shards import resolve_shards
 from frozen.errors import FrozenConfigError, FrozenError
 
@@ -132,7 +132,7 @@ def check_train(cfg: DictConfig) -> None:
         problems.extend(train_config_problems(cfg))
         check_vision(problems, cfg.model.vision)
         check_lm(problems, "lm.name", cfg.lm.name,
-                 packing=cfg.data is not None and (cfg.data.packing or uses_slot_layout(cfg.data) or False))
+                 packing=(cfg.data is not None and prefix_in_rows(cfg.data)) or False)
         if cfg.data is not None:
             check_shards(problems, "data.train_shards", cfg.data.train_shards, cfg.data_root)
             if cfg.data.val_shards:

@@ -261,10 +261,11 @@ def uses_slot_layout(cfg: Any) -> str | None:
     return None
 
 
-def prefix_in_rows(cfg: Any) -> bool:
-    """Whether a data config's training rows put prefix slots inside the row (packing or a slot layout),
-    so the LM must be built to take them there (``FrozenModel(..., packing=True)``)."""
-    return bool(cfg.packing or uses_slot_layout(cfg))
+def prefix_in_rows(cfg: Any) -> str | None:
+    """The data option that puts prefix slots inside a data config's training rows (``"data.packing=true"``
+    or a slot layout's, :func:`uses_slot_layout`), or None. With one, the LM must be built to take them
+    there (``FrozenModel(..., packing=True)``) and preflight names it when the LM cannot."""
+    return "data.packing=true" if cfg.packing else uses_slot_layout(cfg)
 
 
 def _batch_split_problem(batch: int, per_gpu: int | None, world_size: int) -> tuple[int, str | None]:

@@ -85,7 +85,7 @@ def train(cfg: TrainConfig, checked: bool = False) -> dict[str, Any]:
     # ------------------------------------------------------------------ model + optimizer
     fsdp = t.strategy == "fsdp" and info.enabled  # one process: nothing to shard over
     # fsdp: the LM is built without weights; shard_lm gives each rank its shards of rank 0's weights.
-    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=prefix_in_rows(cfg.data))
+    model = FrozenModel(cfg.model, cfg.lm, lm_on_meta=fsdp, packing=prefix_in_rows(cfg.data) is not None)
     model = shard_lm(model, info, precision, cpu_offload=t.fsdp_cpu_offload) if fsdp else model.to(device)
     if t.activation_checkpointing:
         model.enable_activation_checkpointing()
